@@ -42,10 +42,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        # x * rsqrt(mean(x^2) + eps) in fp32, cast back, then the weight: HF Llama's order of operations.
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
     def reset_parameters(self):
         nn.init.ones_(self.weight)
@@ -71,20 +69,19 @@ def rope_frequencies(cfg: ModelConfig) -> torch.Tensor:
 
 
 def rope_tables(cfg: ModelConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (max_seq_len, head_dim) in fp32, halves repeated (rotate-half layout)."""
+    """cos, sin of shape (max_seq_len, head_dim / 2) in fp32 (HF repeats the halves; we apply them per half)."""
     inv_freq = rope_frequencies(cfg).to(device)
     pos = torch.arange(cfg.max_seq_len, device=device, dtype=torch.float32)
     freqs = pos[:, None] * inv_freq[None, :]  # (L, D/2)
-    emb = torch.cat([freqs, freqs], dim=-1)  # (L, D)
-    return emb.cos(), emb.sin()
+    return freqs.cos(), freqs.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, T, H, D); cos/sin (B, T, D) fp32. Rotate-half: x*cos + [-x2, x1]*sin."""
+    """x (B, T, H, D); cos/sin (B, T, D/2) fp32. Rotate-half: x*cos + [-x2, x1]*sin, on the halves."""
     cos = cos[:, :, None, :].to(x.dtype)
     sin = sin[:, :, None, :].to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
 # --------------------------------------------------------------------------- masks and cache
@@ -431,7 +428,7 @@ class Transformer(nn.Module):
             raise ValueError(f"position ids span [{int(position_ids.min())}, {int(position_ids.max())}], "
                              f"outside [0, max_seq_len={self.config.max_seq_len})")
         cos_table, sin_table = self.rope(dev)
-        cos, sin = cos_table[position_ids], sin_table[position_ids]  # (B, T, D) fp32
+        cos, sin = cos_table[position_ids], sin_table[position_ids]  # (B, T, D/2) fp32
 
         mask = AttentionMask(q_start, T, key_valid, document_ids, self.config.sliding_window)
         x = self.embed_tokens(tokens)
