@@ -1,0 +1,44 @@
+"""Run by tests/test_distributed.py as `torchrun --nproc_per_node=2 tests/distributed_worker.py OUT`
+(gloo on CPU). Trains the tiny model of tests/test_train.py with DDP and with FSDP2, checkpoints
+(full and sharded), resumes from a step-2 checkpoint, and leaves everything under OUT for the test
+to compare with one process."""
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train import batches, config, tiny_model  # noqa: E402
+
+from mathlm import distributed as D  # noqa: E402
+from mathlm.train import Trainer, causal_lm_loss  # noqa: E402
+from mathlm.train_checkpoint import save_checkpoint  # noqa: E402
+
+GLOBAL_BATCH = 4  # examples per micro-batch, all ranks together
+RUN = dict(max_steps=3, grad_accum=2, save_every=2, warmup_steps=1)
+
+
+def run_config(out_dir, strategy="ddp", checkpoint_format="full"):
+    return config(out_dir, distributed=strategy, checkpoint_format=checkpoint_format, **RUN)
+
+
+def main(out: Path) -> None:
+    torch.set_num_threads(1)
+    info = D.init_distributed()
+    assert info.world_size == 2 and info.device.type == "cpu", info
+    for strategy, fmt in (("ddp", "full"), ("fsdp", "sharded")):
+        trainer = Trainer(tiny_model(), run_config(out / strategy, strategy, fmt), causal_lm_loss, batches(GLOBAL_BATCH))
+        trainer.train()
+        if strategy == "fsdp":  # the other format: weights and optimizer gathered to rank 0
+            save_checkpoint(out / "fsdp_full", trainer.global_step, trainer.model, trainer.optimizer,
+                            trainer.state_dict(), fmt="full")
+        # A new model (other init) and data iterator resumed from step 2 must redo step 3 exactly.
+        resumed = Trainer(tiny_model(seed=7), run_config(out / f"{strategy}_resumed", strategy, fmt), causal_lm_loss,
+                          batches(GLOBAL_BATCH))
+        resumed.resume(out / strategy / "checkpoints" / "step_00000002")
+        resumed.train()
+    D.shutdown()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
