@@ -1,0 +1,115 @@
+"""Evaluation: accuracy, pass@k and maj@k (overall and by domain) and head-to-head win rates.
+
+Grading is `mathlm.grading`: the final answer is extracted from each completion and compared with
+the reference by `math_equal`. The metric functions take plain Python data (completion texts per
+problem), so they work with any sampler; `evaluate_model` plugs in mathlm's own `generate`.
+
+- pass@k: the unbiased estimator of Chen et al. 2021 (Codex, eq. 1) from n >= k samples with c correct:
+  1 - C(n - c, k) / C(n, k).
+- maj@k: majority vote (self-consistency, Wang et al. 2023) over the first k samples' extracted answers;
+  answers are clustered with `math_equal`, ties go to the answer seen first.
+- win rate: A against B on the same problems, judged by correctness first; when both are right or
+  both wrong, an optional judge (the critique model's score) decides, else it is a tie.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Callable, Sequence
+
+from .grading import extract_answer, math_equal
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021, eq. 1)."""
+    if not 0 <= c <= n:
+        raise ValueError(f"correct count c ({c}) must be within [0, n={n}]")
+    if not 1 <= k <= n:
+        raise ValueError(f"k ({k}) must be within [1, n={n}]")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_answer(answers: Sequence[str | None]) -> str | None:
+    """The most frequent answer, clustering equal answers with `math_equal`; None if there is none."""
+    clusters: list[list[str]] = []
+    for a in answers:
+        if a is None:
+            continue
+        for cluster in clusters:
+            if math_equal(a, cluster[0]):
+                cluster.append(a)
+                break
+        else:
+            clusters.append([a])
+    if not clusters:
+        return None
+    return max(clusters, key=len)[0]  # max keeps the first of equal lengths
+
+
+def grade_completions(problems: Sequence[dict], completions: Sequence[Sequence[str]]) -> list[dict]:
+    """Per problem: the extracted answers and whether each is correct."""
+    if len(problems) != len(completions):
+        raise ValueError(f"{len(problems)} problems but {len(completions)} completion lists")
+    graded = []
+    for prob, texts in zip(problems, completions):
+        answers = [extract_answer(t) for t in texts]
+        graded.append({
+            "id": prob.get("id"),
+            "domain": prob.get("domain", "all"),
+            "answers": answers,
+            "correct": [math_equal(a, prob["answer"]) for a in answers],
+        })
+    return graded
+
+
+def summarize(problems: Sequence[dict], graded: Sequence[dict], ks: Sequence[int] = (1,)) -> dict:
+    """accuracy (first sample), pass@k and maj@k for each k, overall and by domain."""
+
+    def metrics(rows: list[tuple[dict, dict]]) -> dict:
+        out = {"n": len(rows), "accuracy": sum(g["correct"][0] for _, g in rows) / max(len(rows), 1)}
+        for k in ks:
+            if k == 1:
+                continue
+            out[f"pass@{k}"] = sum(pass_at_k(len(g["correct"]), sum(g["correct"]), k) for _, g in rows) / max(len(rows), 1)
+            out[f"maj@{k}"] = sum(math_equal(majority_answer(g["answers"][:k]), p["answer"]) for p, g in rows) / max(len(rows), 1)
+        return out
+
+    for k in ks:
+        short = [g for g in graded if len(g["correct"]) < k]
+        if short:
+            raise ValueError(f"k ({k}) exceeds the samples of problem {short[0]['id']!r} ({len(short[0]['correct'])})")
+    rows = list(zip(problems, graded))
+    by_domain: dict[str, list] = defaultdict(list)
+    for p, g in rows:
+        by_domain[g["domain"]].append((p, g))
+    result = metrics(rows)
+    result["by_domain"] = {d: metrics(r) for d, r in sorted(by_domain.items())}
+    return result
+
+
+def win_rate(correct_a: Sequence[bool], correct_b: Sequence[bool],
+             judge: Callable[[int], float] | None = None) -> dict:
+    """A against B, problem by problem: correctness first, then `judge(i)` (> 0: A better, < 0: B better).
+
+    Returns the fractions of wins, ties and losses of A, `win_rate` (= wins / n, the talk's figure)
+    and `net` (wins - losses) / n.
+    """
+    if len(correct_a) != len(correct_b):
+        raise ValueError(f"A has {len(correct_a)} results but B has {len(correct_b)}")
+    wins = ties = losses = 0
+    for i, (a, b) in enumerate(zip(correct_a, correct_b)):
+        if a != b:
+            wins, losses = (wins + 1, losses) if a else (wins, losses + 1)
+            continue
+        s = judge(i) if judge is not None else 0.0
+        if s > 0:
+            wins += 1
+        elif s < 0:
+            losses += 1
+        else:
+            ties += 1
+    n = max(len(correct_a), 1)
+    return {"n": len(correct_a), "win": wins / n, "tie": ties / n, "loss": losses / n,
+            "win_rate": wins / n, "net": (wins - losses) / n}
