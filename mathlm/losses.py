@@ -2,8 +2,9 @@
 
 Pure tensor functions. Each loss takes tensors and returns ``(loss, diagnostics)``: a scalar loss
 that carries gradients and a dict of detached scalar tensors for logging (call ``.item()`` when you
-log; the functions themselves avoid device syncs except for input validation noted below).
-No module state, no optimizer, no distributed calls: the training loop owns those.
+log). No module state, no optimizer, no distributed calls: the training loop owns those.
+Checks that must read values (label ranges, rows without tokens, masked_var's count) cost one
+device sync per call; everything else stays on the device.
 
 Conventions (the same in every function; docs/losses.md explains them with examples)
 
@@ -204,7 +205,8 @@ def _check_chunking(chunk_size: int | None, temperature: float) -> None:
 
 def token_logprobs(logits: Tensor, labels: Tensor, chunk_size: int | None = None,
                    temperature: float = 1.0) -> Tensor:
-    """Per-token log p(label) under ``softmax(logits / temperature)``, shape (B, T), float32.
+    """Per-token log p(label) under ``softmax(logits / temperature)``, (B, T), float32 (float64
+    for float64 logits).
 
     ``logits`` (B, T, V) predict ``labels`` (B, T) at the same position (shift before calling).
     Labels < 0 (e.g. -100) are ignored: log-prob 0 and zero gradient. Computed in chunks of at

@@ -617,6 +617,10 @@ def test_ppo_policy_loss_masks_broadcast_dtype_and_errors():
     a = logps.clone().requires_grad_()
     loss_a, _ = ppo_policy_loss(a, old, seq_adv, mask)
     loss_a.backward()
+    # old log-probs and advantages are constants even when the caller's tensors carry a graph
+    old_leaf, adv_leaf = old.clone().requires_grad_(), seq_adv.clone().requires_grad_()
+    ppo_policy_loss(logps.clone().requires_grad_(), old_leaf, adv_leaf, mask)[0].backward()
+    assert old_leaf.grad is None and adv_leaf.grad is None
     # (B,) advantages broadcast over tokens
     loss_full, _ = ppo_policy_loss(logps, old, seq_adv[:, None].expand(3, 6), mask)
     assert loss_full.item() == loss_a.item()
