@@ -117,7 +117,7 @@ def is_fsdp(model: nn.Module) -> bool:
 
 
 def shard_model(model: nn.Module, mixed_precision: bool | None = None) -> nn.Module:
-    """FSDP2 in place: `fully_shard` each block of `model.layers`, then the root.
+    """FSDP2 in place: `fully_shard` each transformer block (every mathlm Block inside `model`), then the root.
 
     mixed_precision (default: on GPU): bf16 parameters for compute and all-gathers, fp32 gradient
     reduce-scatter; the sharded parameters themselves stay in the model's dtype (fp32 masters).
@@ -139,7 +139,9 @@ def shard_model(model: nn.Module, mixed_precision: bool | None = None) -> nn.Mod
             for t in list(model.parameters()) + list(model.buffers()):
                 if t.device.type != "meta":
                     dist.broadcast(t, src=0)
-    for block in model.layers:
+    from .model import Block
+
+    for block in [m for m in model.modules() if isinstance(m, Block)]:
         fully_shard(block, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
     return model

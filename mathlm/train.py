@@ -27,7 +27,7 @@ One optimizer step (`Trainer.step`):
 5. NaN guard: a non-finite loss or gradient norm skips the update (no optimizer step, moments
    untouched), counts it, and after `max_nan_steps` such steps in a row stops with an error.
 6. AdamW update. Decay applies to matrices; norms, biases and embeddings (and a tied output
-   head, which is the embedding) get none. Fused AdamW on GPU.
+   head, which is the embedding) get none. Fused AdamW (one kernel per tensor) on CPU and GPU.
 7. Rank 0 prints a progress line (step, loss, lr, grad norm, tokens/s, ETA) every `log_every`
    steps and appends the same record to `<out_dir>/metrics.jsonl`.
 
@@ -54,6 +54,7 @@ import torch.nn as nn
 
 from . import distributed as D
 from .losses import sft_loss, token_logprobs
+from .model import Block, Transformer
 from .train_checkpoint import FORMATS, latest_checkpoint, load_checkpoint, save_checkpoint
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -128,9 +129,11 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         if p.requires_grad:
             (no_decay if p.ndim < 2 or id(p) in embeddings else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    on_gpu = next(model.parameters()).device.type == "cuda"
+    # The fused kernel (CPU and CUDA) is one pass over each tensor: 3-40x faster than the default
+    # per-tensor loop on a 2-core CPU (benchmarks/train_step.py); other devices take the default.
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                             fused=True if on_gpu else None)
+                             fused=fused or None)
 
 
 def causal_lm_loss(model: nn.Module, batch: dict, num_target_tokens: torch.Tensor | float | None = None):
@@ -210,11 +213,16 @@ class Trainer:
         self.device = next(model.parameters()).device
         seed_everything(cfg.seed + self.rank)
 
+        # The switches reach every mathlm Transformer inside `model` (a reward model wraps one).
+        transformers = [m for m in model.modules() if isinstance(m, Transformer)]
         if cfg.activation_checkpointing:
-            model.config.activation_checkpointing = True
+            if not transformers:
+                raise ValueError("activation_checkpointing needs a mathlm Transformer inside the model")
+            for t in transformers:
+                t.config.activation_checkpointing = True
         if cfg.compile:
-            for block in getattr(model, "layers", [model]):
-                block.compile()
+            for block in [m for m in model.modules() if isinstance(m, Block)] or [model]:
+                block.compile()  # in place: parameter names (and checkpoints) stay as they are
         on_gpu = self.device.type == "cuda"
         self.wrapped = D.wrap_model(model, cfg.distributed, mixed_precision=cfg.bf16 and on_gpu)
         self.model = model  # sharded in place under FSDP2; never the DDP wrapper

@@ -37,6 +37,10 @@ def main(out: Path) -> None:
                           batches(GLOBAL_BATCH))
         resumed.resume(out / strategy / "checkpoints" / "step_00000002")
         resumed.train()
+    # A full checkpoint is keyed by parameter name, whatever wrote it: DDP's step 2 resumes under FSDP2.
+    cross = Trainer(tiny_model(seed=8), run_config(out / "fsdp_from_ddp", "fsdp"), causal_lm_loss, batches(GLOBAL_BATCH))
+    cross.resume(out / "ddp" / "checkpoints" / "step_00000002")
+    cross.train()
     D.shutdown()
 
 

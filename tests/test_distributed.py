@@ -52,6 +52,20 @@ def test_two_processes_give_the_losses_of_one(two_ranks, one_rank, strategy):
     assert got == pytest.approx(expected, abs=1e-5, rel=0)
     # step 3 of a run resumed on two ranks from the step-2 checkpoint (new model, new iterator)
     assert losses(two_ranks / f"{strategy}_resumed")[3] == pytest.approx(got[3], abs=1e-6, rel=0)
+    if strategy == "fsdp":  # ... and from DDP's full checkpoint, under FSDP2
+        assert losses(two_ranks / "fsdp_from_ddp")[3] == pytest.approx(got[3], abs=1e-5, rel=0)
+
+
+@pytest.mark.distributed
+def test_a_two_rank_checkpoint_resumes_on_one_process(two_ranks, one_rank, tmp_path):
+    """The data position is global and the optimizer state keyed by name, so step 3 is the same;
+    the per-rank RNG states cannot be matched to one rank and the trainer says so."""
+    trainer = Trainer(tiny_model(seed=3), run_config(tmp_path), causal_lm_loss,
+                      batches(GLOBAL_BATCH, rank=0, world_size=1))
+    with pytest.warns(UserWarning, match=r"saved by 2 ranks, this run has 1: random generators are reseeded"):
+        trainer.resume(two_ranks / "ddp" / "checkpoints" / "step_00000002")
+    trainer.train()
+    assert losses(tmp_path)[3] == pytest.approx(losses(one_rank[0])[3], abs=1e-5, rel=0)
 
 
 @pytest.mark.distributed

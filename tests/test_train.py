@@ -171,6 +171,16 @@ def test_decay_groups_and_config_errors():
         TrainConfig(betas=(0.9, 1.0))
 
 
+@pytest.mark.parametrize("switch", ["activation_checkpointing",
+                                    pytest.param("compile", marks=pytest.mark.slow)])  # inductor on CPU: ~2 min
+def test_speed_switches_leave_the_losses_unchanged(tmp_path, switch):
+    Trainer(tiny_model(), config(tmp_path / "plain", max_steps=3), causal_lm_loss, batches()).train()
+    model = tiny_model()
+    Trainer(model, config(tmp_path / "switched", max_steps=3, **{switch: True}), causal_lm_loss, batches()).train()
+    assert getattr(model.config, "activation_checkpointing") == (switch == "activation_checkpointing")
+    assert losses(tmp_path / "switched") == pytest.approx(losses(tmp_path / "plain"), abs=1e-5, rel=0)
+
+
 # ------------------------------------------------------------------------------------------ resume
 
 
