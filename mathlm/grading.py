@@ -137,6 +137,7 @@ _WORD_TAIL = re.compile(r"^(.*?\d[^A-Za-z]*?)\s*((?:[A-Za-z]{2,}[\w^/.\-]*\s*)+)
 _PERCENT_WORD = re.compile(r"\s*(?:percent|per\s*cent)\b\.?$", re.IGNORECASE)
 
 
+@lru_cache(maxsize=65536)
 def strip_answer(answer: str) -> str:
     """Canonical text of an answer: LaTeX spacing, ``$``, ``\\left``, ``dfrac``, degrees,
     currency and ``\\text{}`` wrappers removed. The meaning is left untouched."""
@@ -202,8 +203,10 @@ def _parse_number(s: str) -> _Number | None:
         neg, s = True, s[1:].strip()
     value: Fraction | None = None
     decimal = False
-    if _DEC.match(s):
-        value, decimal = Fraction(s), not _INT.match(s)
+    if s.isascii() and s.isdigit():
+        value = Fraction(int(s))  # int() first: much cheaper than Fraction's string parser
+    elif _DEC.match(s):
+        value, decimal = Fraction(s), True
     elif _THOUSANDS.match(s):
         t = s.replace(",", "")
         value, decimal = Fraction(t), "." in t
@@ -306,38 +309,39 @@ def _closing(s: str, start: int) -> int:
 _MATRIX_ENV = re.compile(r"^\\begin\{([pbBvV]?matrix|array)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}$", re.DOTALL)
 
 
+@lru_cache(maxsize=65536)
 def _structure(s: str):
     """Classify an answer: ("matrix", rows) | ("set", items) | ("seq", open, close, items) |
     ("union", parts) | ("scalar", s)."""
     m = _MATRIX_ENV.match(s)
     if m:
         rows = [r for r in re.split(r"\\\\", m.group(2)) if r.strip()]
-        return ("matrix", [[c.strip() for c in r.split("&")] for r in rows])
+        return ("matrix", tuple(tuple(c.strip() for c in r.split("&")) for r in rows))
     if "\\cup" in s:
         parts = [p.strip() for p in s.split("\\cup")]
         if all(_structure(p)[0] == "seq" for p in parts):
-            return ("union", parts)
+            return ("union", tuple(parts))
     if s.startswith("\\{") and s.endswith("\\}"):
         inner = s[2:-2].strip()
-        return ("set", _split_top(inner) if inner else [])
+        return ("set", tuple(_split_top(inner)) if inner else ())
     if s and s[0] in "([{" and _closing(s, 0) == len(s) - 1:
         # any closing bracket counts, so "[1, 2)" (an interval) is one bracketed whole
         inner = s[1:-1].strip()
         items = _split_top(inner) if inner else []
         if s[0] == "{":
             if len(items) > 1:
-                return ("set", items)
+                return ("set", tuple(items))
             return ("scalar", s)
         if s[0] == "[" and items and all(_structure(it)[0] == "seq" and it.startswith("[") for it in items):
             rows = [_structure(it)[3] for it in items]
             if len({len(r) for r in rows}) == 1:
-                return ("matrix", rows)
+                return ("matrix", tuple(rows))
         if len(items) == 1 and s[0] == "(":
             return _structure(items[0])  # "(5)" is just 5
-        return ("seq", s[0], s[-1], items)
+        return ("seq", s[0], s[-1], tuple(items))
     parts = _split_top(s)
     if len(parts) > 1 and not _THOUSANDS.match(s):
-        return ("seq", "", "", parts)
+        return ("seq", "", "", tuple(parts))
     return ("scalar", s)
 
 
@@ -916,7 +920,7 @@ def _equal(p: str, r: str, ctx) -> bool:
     return _expressions_equal(p, r, ctx)
 
 
-_PLAIN = re.compile(r"^-?(?:\d+(?:\.\d*)?|\.\d+)$")
+_CLEAN = re.compile(r"^[-+]?[\d.][\d.\s/]*%?$")
 _PERCENTAGE_MODES = ("marked", "tora", "none")
 
 
@@ -934,8 +938,11 @@ def math_equal(pred: str | float | int | None, ref: str | float | int | None, ti
     p, r = str(pred).strip(), str(ref).strip()
     if p == r:
         return p != ""
-    if _PLAIN.match(p) and _PLAIN.match(r):  # the common case: two plain numbers
-        return _numbers_equal(_parse_number(p), _parse_number(r), percentage)
+    # the common case: two clean numbers (12, -0.5, 3/4, 1 1/2) need no normalization
+    if _CLEAN.match(p) and _CLEAN.match(r):
+        np_, nr = _parse_number(p), _parse_number(r)
+        if np_ is not None and nr is not None:
+            return _numbers_equal(np_, nr, percentage)
     try:
         return _equal(p, r, (percentage, timeout))
     except RecursionError:
