@@ -17,6 +17,7 @@ from mathlm.batching import BatchIterator, SFTExample, collate_padded
 from mathlm.checkpoint import load_hf_checkpoint
 from mathlm.cli import config_parser, parse_config
 from mathlm.config import ModelConfig
+from mathlm.losses import RunningLoss
 from mathlm.model import Transformer
 from mathlm.train import TrainConfig, Trainer, causal_lm_loss, lr_at
 from mathlm.train_checkpoint import CheckpointError, list_checkpoints, verify_checkpoint
@@ -288,10 +289,17 @@ def test_damaged_checkpoints_name_the_file_and_the_previous_one_still_loads(tmp_
     assert losses(run) == losses(straight)
 
 
-def test_keep_last_and_checkpoint_is_a_hugging_face_folder(tmp_path):
+def test_keep_last_stateful_extras_and_checkpoint_is_a_hugging_face_folder(tmp_path):
     model = tiny_model()
-    trainer = Trainer(model, config(tmp_path, max_steps=4, save_every=1, keep_last=2), causal_lm_loss, batches())
-    trainer.train()
+    running = RunningLoss(decay=0.5)
+
+    def loss_fn(model, batch, num_target_tokens):
+        loss, metrics = causal_lm_loss(model, batch, num_target_tokens)
+        running.update(range(len(metrics["per_sample_nll"])), metrics["per_sample_nll"])
+        return loss, metrics
+
+    cfg = config(tmp_path, max_steps=4, save_every=1, keep_last=2)
+    Trainer(model, cfg, loss_fn, batches(), stateful={"running": running}).train()
     kept = list_checkpoints(tmp_path / "checkpoints")
     assert [p.name for p in kept] == ["step_00000003", "step_00000004"]
     loaded = load_hf_checkpoint(kept[-1])
@@ -299,6 +307,9 @@ def test_keep_last_and_checkpoint_is_a_hugging_face_folder(tmp_path):
         assert torch.equal(loaded.state_dict()[name], p), name
     state = torch.load(kept[-1] / "trainer_state.pt", weights_only=True)
     assert state["step"] == 4 and state["data"]["iterator"]["batch"] == 4 % batches().batches_per_epoch
+    restored = RunningLoss()
+    Trainer(tiny_model(), cfg, loss_fn, batches(), stateful={"running": restored}).resume()
+    assert restored.state_dict() == running.state_dict() and len(restored) == 4
 
 
 # ------------------------------------------------------------------------------------------ NaN guard
