@@ -57,7 +57,7 @@ def check_attention(fn, q, k, v, reference, seed: int = 0) -> None:
     yardstick. q, k, v are leaf tensors of any dtype and layout."""
     q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
     out = fn(q, k, v)
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.dtype)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.device, out.dtype)
     grads = torch.autograd.grad(out, (q, k, v), grad_out)
     results = {}
     for dtype in (torch.float64, q.dtype):
