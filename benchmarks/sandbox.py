@@ -1,0 +1,164 @@
+"""Throughput of mathlm.sandbox on short PoT programs: the worker pool against one fresh
+Python process per program, in the same run.
+
+    python benchmarks/sandbox.py                   # 1,000 programs, both ways
+    python benchmarks/sandbox.py --n 300 --out /tmp/sandbox.json
+
+The programs are generated from templates of the kind a PoT model writes (fractions, math,
+itertools, loops, comprehensions, statistics, decimal; ~10% sympy, ~3% numpy), each printing
+its answer; every result is checked against the answer computed by plain Python in this
+process.
+
+Baseline: ``python -I -c <program>`` per program, ``--workers`` at a time (a thread per
+slot). It has no containment at all, so the ratio understates what the pool saves against a
+fresh *sandboxed* process. Pool start-up (importing sympy in the workers) is timed
+separately and not counted in programs/s: it is paid once per process.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import io
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mathlm.sandbox import close_pool, run_many, run_python, sandbox_layers
+
+
+def make_programs(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    templates = [
+        lambda: f"from fractions import Fraction\nprint(sum(Fraction(1, k) for k in range(1, {rng.randint(3, 30)})))",
+        lambda: f"import math\nprint(math.comb({rng.randint(10, 60)}, {rng.randint(2, 9)}))",
+        lambda: f"import math\nprint(math.gcd({rng.randint(10, 10**6)}, {rng.randint(10, 10**6)}), "
+                f"math.lcm({rng.randint(2, 99)}, {rng.randint(2, 99)}))",
+        lambda: f"total = 0\nfor k in range(1, {rng.randint(100, 5000)}):\n    if k % {rng.randint(2, 9)} == 0:\n"
+                f"        total += k\nprint(total)",
+        lambda: f"print(sum(int(d) for d in str({rng.randint(10**5, 10**12)} ** {rng.randint(2, 9)})))",
+        lambda: f"print(pow({rng.randint(2, 999)}, {rng.randint(10, 10**6)}, {rng.randint(10**3, 10**9)}))",
+        lambda: f"import itertools\nprint(sum(1 for p in itertools.permutations(range({rng.randint(3, 6)})) "
+                f"if p[0] < p[-1]))",
+        lambda: f"n = {rng.randint(50, 3000)}\nsieve = [True] * (n + 1)\nsieve[0:2] = [False, False]\n"
+                f"for i in range(2, int(n ** 0.5) + 1):\n    if sieve[i]:\n        sieve[i*i::i] = [False] * len(sieve[i*i::i])\n"
+                f"print(sum(sieve))",
+        lambda: f"import statistics\nxs = {[rng.randint(1, 100) for _ in range(rng.randint(3, 12))]}\n"
+                f"print(statistics.mean(xs), statistics.median(xs))",
+        lambda: f"from decimal import Decimal, getcontext\ngetcontext().prec = 30\n"
+                f"print(Decimal({rng.randint(1, 999)}) / Decimal({rng.randint(1, 999)}))",
+        lambda: f"a, b = {rng.randint(1, 50)}, {rng.randint(1, 50)}\n"
+                f"print([(x, y) for x in range(a) for y in range(b) if x * y == {rng.randint(1, 100)}])",
+    ]
+    sympy_templates = [
+        lambda: f"import sympy as sp\nx = sp.Symbol('x')\nprint(sp.solve(x**2 - {rng.randint(1, 30)}*x + "
+                f"{rng.randint(1, 50)}, x))",
+        lambda: f"from sympy import factorint\nprint(factorint({rng.randint(10**3, 10**9)}))",
+        lambda: f"from sympy import Rational\nprint(Rational({rng.randint(1, 99)}, {rng.randint(1, 99)}) + "
+                f"Rational({rng.randint(1, 99)}, {rng.randint(1, 99)}))",
+    ]
+    numpy_template = (lambda: f"import numpy as np\nm = np.array({[[rng.randint(-9, 9) for _ in range(3)] for _ in range(3)]})\n"
+                              f"print(round(float(np.linalg.det(m)), 6))")
+    programs = []
+    for _ in range(n):
+        u = rng.random()
+        source = rng.choice(sympy_templates) if u < 0.10 else numpy_template if u < 0.13 else rng.choice(templates)
+        programs.append(source())
+    return programs
+
+
+def expected_output(code: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code, {"__name__": "__main__"})
+    return out.getvalue()
+
+
+def fresh_process(code: str, timeout: float) -> str:
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=timeout)
+    return done.stdout
+
+
+def run_baseline(programs: list[str], workers: int, timeout: float) -> tuple[list[str], float]:
+    outputs: list[str | None] = [None] * len(programs)
+    start = last = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(workers) as executor:
+        futures = {executor.submit(fresh_process, code, timeout): i for i, code in enumerate(programs)}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+            outputs[futures[future]] = future.result()
+            now = time.perf_counter()
+            if now - last > 5 or done == len(programs):
+                rate = done / (now - start)
+                print(f"  fresh processes: {done}/{len(programs)}  {rate:.1f} programs/s  "
+                      f"ETA {(len(programs) - done) / rate:.0f} s", flush=True)
+                last = now
+    return outputs, time.perf_counter() - start  # type: ignore[return-value]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1000, help="number of programs")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+                        help="programs at once, both ways (default: the CPUs of this process)")
+    parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=3, help="pool runs; the best is reported")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sandbox.json"))
+    args = parser.parse_args()
+    if args.n < 1 or args.workers < 1:
+        parser.error(f"--n ({args.n}) and --workers ({args.workers}) must be at least 1")
+
+    programs = make_programs(args.n)
+    expected = [expected_output(code) for code in programs]
+    n_scientific = sum(any(m in code for m in ("sympy", "numpy")) for code in programs)
+    print(f"{args.n} programs ({n_scientific} use sympy/numpy), {args.workers} at a time, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+
+    close_pool()
+    start = time.perf_counter()
+    layers = sandbox_layers()
+    run_many(["print(0)", "import sympy\nprint(0)"], workers=args.workers)
+    startup = time.perf_counter() - start
+    print(f"pool start-up: {startup:.2f} s; layers: {layers}")
+
+    pool_times, pool_results = [], []
+    for repeat in range(args.repeats):
+        start = time.perf_counter()
+        pool_results = run_many(programs, timeout=args.timeout, workers=args.workers)
+        pool_times.append(time.perf_counter() - start)
+        print(f"  pool run {repeat + 1}: {args.n / pool_times[-1]:.1f} programs/s", flush=True)
+    pool_correct = sum(r.ok and r.stdout == e for r, e in zip(pool_results, expected))
+    latency = sorted(run_python(programs[0]).elapsed for _ in range(20))
+
+    baseline_outputs, baseline_time = run_baseline(programs, args.workers, args.timeout)
+    baseline_correct = sum(o == e for o, e in zip(baseline_outputs, expected))
+
+    pool_rate, baseline_rate = args.n / min(pool_times), args.n / baseline_time
+    rows = [("pool (mathlm.sandbox)", min(pool_times), pool_rate, pool_correct),
+            ("fresh process per program", baseline_time, baseline_rate, baseline_correct)]
+    print(f"\n{'method':<28}{'seconds':>10}{'programs/s':>13}{'ratio':>9}{'correct':>10}")
+    for name, seconds, rate, correct in rows:
+        print(f"{name:<28}{seconds:>10.2f}{rate:>13.1f}{rate / baseline_rate:>8.1f}x{correct:>7}/{args.n}")
+    print(f"single-program run time inside the sandbox, median of 20: {latency[10] * 1000:.2f} ms")
+
+    record = {
+        "benchmark": "sandbox", "n_programs": args.n, "n_scientific": n_scientific, "workers": args.workers,
+        "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}, {platform.system()} {platform.release()}",
+        "python": platform.python_version(), "load_average_at_start": os.getloadavg()[0],
+        "layers": layers, "pool_startup_s": startup, "pool_seconds": pool_times,
+        "pool_programs_per_s": pool_rate, "pool_correct": pool_correct,
+        "baseline": "python -I -c per program", "baseline_seconds": baseline_time,
+        "baseline_programs_per_s": baseline_rate, "baseline_correct": baseline_correct,
+        "ratio": pool_rate / baseline_rate,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Kernel-enforced limits for one sandboxed program: rlimits, Landlock, seccomp.
+
+These run in the forked child right before the untrusted program, and unlike the audit hook
+they do not depend on the program leaving Python objects alone: once installed, no Python
+trick (ctypes, memory writes, a removed audit hook) can lift them.
+
+- rlimits: address space, CPU seconds, file size 0, no new processes (non-root only: the
+  kernel does not apply RLIMIT_NPROC to root), no core files, few file descriptors.
+- Landlock (Linux >= 5.13): the process may open files and list directories only beneath the
+  read-only roots (Python's own library); it may write, create, remove, rename or truncate
+  nothing anywhere; with ABI >= 4 it may not bind or connect TCP sockets; with ABI >= 6 it
+  may not signal processes outside itself.
+- seccomp (x86_64): a BPF filter that kills the process (SIGSYS) on any system call that
+  creates a process or thread, executes a file, creates a socket, signals another process,
+  modifies the file system, opens a file for writing, or reaches kernel administration
+  interfaces (mount, bpf, io_uring, ptrace, modules, namespaces, keyrings...).
+
+Standard library only: this file is imported by the sandbox worker process (as a top-level
+module) as well as by the host package.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import resource
+import struct
+
+# ---------------------------------------------------------------------------- rlimits
+
+
+def apply_rlimits(address_space_bytes: int, cpu_seconds: int) -> None:
+    """Cap the calling process; every limit is set soft == hard so it cannot be raised."""
+    limits = {
+        resource.RLIMIT_AS: address_space_bytes,
+        resource.RLIMIT_CPU: cpu_seconds,  # SIGXCPU at the limit, then SIGKILL
+        resource.RLIMIT_FSIZE: 0,  # writing any byte to a regular file fails (EFBIG)
+        resource.RLIMIT_NPROC: 0,  # no fork, no thread (ignored by the kernel for root)
+        resource.RLIMIT_CORE: 0,
+        resource.RLIMIT_NOFILE: 64,
+    }
+    for kind, value in limits.items():
+        resource.setrlimit(kind, (value, value))
+
+
+# ---------------------------------------------------------------------------- libc access
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_prctl = _libc.prctl
+_prctl.restype = ctypes.c_int
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+PR_SET_PDEATHSIG = 1
+PR_SET_SECCOMP = 22
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+    return result
+
+
+def die_with_parent(signal_number: int) -> None:
+    """Ask the kernel to send ``signal_number`` to this process when its parent exits."""
+    _check(_prctl(PR_SET_PDEATHSIG, signal_number, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+
+
+def _no_new_privs() -> None:
+    _check(_prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+# ---------------------------------------------------------------------------- Landlock
+# Syscall numbers 444-446 are the same on every architecture (allocated after unification).
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_RULE_PATH_BENEATH = 1
+FS_READ_FILE, FS_READ_DIR = 1 << 2, 1 << 3
+# File-system rights the kernel knows, by ABI version: 13 rights in v1, REFER in v2,
+# TRUNCATE in v3, IOCTL_DEV in v5. Handling a right without granting it denies it.
+_FS_RIGHTS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1}
+_FS_RIGHTS_LATEST = (1 << 16) - 1
+_NET_BIND_TCP, _NET_CONNECT_TCP = 1, 2  # ABI >= 4
+_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1, 2  # ABI >= 6
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI version of the running kernel, or 0 when Landlock is unavailable."""
+    version = _syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
+                       ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    return max(int(version), 0)
+
+
+class LandlockRuleset:
+    """Read access to files and directories beneath ``read_roots``; every other file-system
+    access (and TCP, and signals to other processes, where the ABI knows them) denied.
+
+    Built once (in the worker); ``restrict_self`` then costs two system calls per child."""
+
+    def __init__(self, read_roots: list[str], abi: int):
+        assert abi >= 1, f"Landlock ABI {abi} is not usable"
+        handled_fs = _FS_RIGHTS_BY_ABI.get(abi, _FS_RIGHTS_LATEST)
+        handled_net = _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 else 0
+        scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if abi >= 6 else 0
+        attr = struct.pack("=QQQ", handled_fs, handled_net, scoped)
+        attr = attr[:8] if abi < 4 else attr[:16] if abi < 6 else attr
+        buf = ctypes.create_string_buffer(attr, len(attr))
+        self.fd = _check(_syscall(SYS_LANDLOCK_CREATE_RULESET, buf, ctypes.c_size_t(len(attr)),
+                                  ctypes.c_uint32(0)), "landlock_create_ruleset")
+        for root in read_roots:
+            fd = os.open(root, os.O_PATH | os.O_CLOEXEC)
+            try:
+                # struct landlock_path_beneath_attr is packed: u64 allowed_access, s32 parent_fd
+                rule = ctypes.create_string_buffer(struct.pack("=Qi", FS_READ_FILE | FS_READ_DIR, fd), 12)
+                _check(_syscall(SYS_LANDLOCK_ADD_RULE, self.fd, LANDLOCK_RULE_PATH_BENEATH, rule,
+                                ctypes.c_uint32(0)), f"landlock_add_rule({root!r})")
+            finally:
+                os.close(fd)
+
+    def restrict_self(self) -> None:
+        _no_new_privs()
+        _check(_syscall(SYS_LANDLOCK_RESTRICT_SELF, self.fd, ctypes.c_uint32(0)), "landlock_restrict_self")
+
+
+# ---------------------------------------------------------------------------- seccomp
+AUDIT_ARCH_X86_64 = 0xC000003E
+_X32_SYSCALL_BIT = 0x40000000
+SECCOMP_MODE_FILTER = 2
+SECCOMP_RET_KILL_PROCESS = 0x80000000
+SECCOMP_RET_ALLOW = 0x7FFF0000
+# classic BPF opcodes
+_LD_W_ABS, _JA, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x05, 0x15, 0x35, 0x45, 0x06
+_OFFSET_NR, _OFFSET_ARCH = 0, 4
+_OFFSET_ARG = 16  # seccomp_data.args[i] at 16 + 8 * i (low 32 bits first on little endian)
+# open flags that can create, write or truncate a file
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+# x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl)
+_X86_64_DENIED = {
+    # processes, threads and programs
+    "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "clone3": 435, "execveat": 322,
+    # network and local sockets
+    "socket": 41, "connect": 42, "accept": 43, "bind": 49, "listen": 50, "socketpair": 53,
+    "accept4": 288,
+    # signals to other processes, debugging other processes
+    "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
+    "pidfd_send_signal": 424, "pidfd_open": 434, "pidfd_getfd": 438, "ptrace": 101,
+    "process_vm_readv": 310, "process_vm_writev": 311,
+    # changes to the file system
+    "truncate": 76, "ftruncate": 77, "rename": 82, "mkdir": 83, "rmdir": 84, "creat": 85,
+    "link": 86, "unlink": 87, "symlink": 88, "chmod": 90, "fchmod": 91, "chown": 92,
+    "fchown": 93, "lchown": 94, "utime": 132, "mknod": 133, "setxattr": 188, "lsetxattr": 189,
+    "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199,
+    "utimes": 235, "mkdirat": 258, "mknodat": 259, "fchownat": 260, "futimesat": 261,
+    "unlinkat": 263, "renameat": 264, "linkat": 265, "symlinkat": 266, "fchmodat": 268,
+    "utimensat": 280, "name_to_handle_at": 303, "open_by_handle_at": 304, "renameat2": 316,
+    "openat2": 437, "fchmodat2": 452,
+    # kernel administration
+    "personality": 135, "pivot_root": 155, "chroot": 161, "acct": 163, "mount": 165,
+    "umount2": 166, "swapon": 167, "swapoff": 168, "reboot": 169, "sethostname": 170,
+    "setdomainname": 171, "iopl": 172, "ioperm": 173, "init_module": 175, "delete_module": 176,
+    "quotactl": 179, "kexec_load": 246, "add_key": 248, "request_key": 249, "keyctl": 250,
+    "unshare": 272, "perf_event_open": 298, "fanotify_init": 300, "setns": 308,
+    "finit_module": 313, "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323,
+    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
+    "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+    "mount_setattr": 442,
+}
+_X86_64_OPEN, _X86_64_OPENAT = 2, 257  # flags are argument 1 of open, argument 2 of openat
+
+
+def _bpf(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+    assert 0 <= jt < 256 and 0 <= jf < 256, f"BPF jump ({jt}, {jf}) out of range"
+    return struct.pack("=HBBI", code, jt, jf, k)
+
+
+def seccomp_filter_x86_64() -> bytes:
+    """The BPF program described in the module docstring, as raw ``sock_filter`` records."""
+    denied = sorted(set(_X86_64_DENIED.values()))
+    # layout: [arch check][nr load][x32 check][denied...][open][openat][allow]
+    #         [load arg1][jump to flag test][load arg2][flag test][allow][kill]
+    n_head = 5
+    i_open = n_head + len(denied)
+    i_load_arg1 = i_open + 3
+    i_load_arg2 = i_load_arg1 + 2
+    i_flag_test = i_load_arg2 + 1
+    i_kill = i_flag_test + 2
+
+    def to(target: int, here: int) -> int:
+        return target - here - 1
+
+    prog = [
+        _bpf(_LD_W_ABS, _OFFSET_ARCH),
+        _bpf(_JEQ_K, AUDIT_ARCH_X86_64, jt=1),
+        _bpf(_RET_K, SECCOMP_RET_KILL_PROCESS),  # a foreign ABI (int 0x80, x32...) is refused
+        _bpf(_LD_W_ABS, _OFFSET_NR),
+        _bpf(_JGE_K, _X32_SYSCALL_BIT, jt=to(i_kill, 4)),
+    ]
+    for i, nr in enumerate(denied, start=n_head):
+        prog.append(_bpf(_JEQ_K, nr, jt=to(i_kill, i)))
+    prog += [
+        _bpf(_JEQ_K, _X86_64_OPEN, jt=to(i_load_arg1, i_open)),
+        _bpf(_JEQ_K, _X86_64_OPENAT, jt=to(i_load_arg2, i_open + 1)),
+        _bpf(_RET_K, SECCOMP_RET_ALLOW),
+        _bpf(_LD_W_ABS, _OFFSET_ARG + 8 * 1),
+        _bpf(_JA, to(i_flag_test, i_load_arg1 + 1)),
+        _bpf(_LD_W_ABS, _OFFSET_ARG + 8 * 2),
+        _bpf(_JSET_K, _WRITE_FLAGS, jt=to(i_kill, i_flag_test)),
+        _bpf(_RET_K, SECCOMP_RET_ALLOW),
+        _bpf(_RET_K, SECCOMP_RET_KILL_PROCESS),
+    ]
+    assert len(prog) == i_kill + 1, f"BPF layout mismatch: {len(prog)} != {i_kill + 1}"
+    return b"".join(prog)
+
+
+def seccomp_supported() -> bool:
+    """The filter is written for x86_64 system call numbers only."""
+    return platform.machine() in ("x86_64", "AMD64")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class SeccompFilter:
+    """A BPF program from :func:`seccomp_filter_x86_64`, ready to install (built once)."""
+
+    def __init__(self, program: bytes):
+        self._buf = ctypes.create_string_buffer(program, len(program))
+        self._fprog = _SockFprog(len(program) // 8, ctypes.addressof(self._buf))
+
+    def install(self) -> None:
+        _no_new_privs()
+        _check(_prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._fprog), 0, 0),
+               "prctl(PR_SET_SECCOMP)")
