@@ -128,6 +128,8 @@ def shard_model(model: nn.Module, mixed_precision: bool | None = None) -> nn.Mod
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    from .model import Block
+
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     if mixed_precision is None:
         mixed_precision = device_type == "cuda"
@@ -139,8 +141,6 @@ def shard_model(model: nn.Module, mixed_precision: bool | None = None) -> nn.Mod
             for t in list(model.parameters()) + list(model.buffers()):
                 if t.device.type != "meta":
                     dist.broadcast(t, src=0)
-    from .model import Block
-
     for block in [m for m in model.modules() if isinstance(m, Block)]:
         fully_shard(block, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)

@@ -1,16 +1,19 @@
 """Run by tests/test_distributed.py as `torchrun --nproc_per_node=2 tests/distributed_worker.py OUT`
 (gloo on CPU). Trains the tiny model of tests/test_train.py with DDP and with FSDP2, checkpoints
-(full and sharded), resumes from a step-2 checkpoint, and leaves everything under OUT for the test
-to compare with one process."""
+(full and sharded), resumes from a step-2 checkpoint, loads full weights into a meta-built FSDP2
+model, and leaves everything under OUT for the test to compare with one process."""
+import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train import batches, config, tiny_model  # noqa: E402
+from test_train import MODEL, batches, config, tiny_model  # noqa: E402
 
 from mathlm import distributed as D  # noqa: E402
+from mathlm.config import ModelConfig  # noqa: E402
+from mathlm.model import Transformer  # noqa: E402
 from mathlm.train import Trainer, causal_lm_loss  # noqa: E402
 from mathlm.train_checkpoint import save_checkpoint  # noqa: E402
 
@@ -41,6 +44,18 @@ def main(out: Path) -> None:
     cross = Trainer(tiny_model(seed=8), run_config(out / "fsdp_from_ddp", "fsdp"), causal_lm_loss, batches(GLOBAL_BATCH))
     cross.resume(out / "ddp" / "checkpoints" / "step_00000002")
     cross.train()
+    # The big-model path: build on the meta device, shard, allocate only the shards, load full weights.
+    with torch.device("meta"):
+        meta_built = Transformer(ModelConfig(**MODEL))
+    D.shard_model(meta_built)
+    meta_built.to_empty(device="cpu")
+    reference = tiny_model()
+    D.load_full_state_dicts(meta_built, reference.state_dict())
+    tokens = torch.randint(0, MODEL["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (meta_built(tokens) - reference(tokens)).abs().max().item()
+    if info.is_main:
+        (out / "meta_shard_load.json").write_text(json.dumps({"max_abs_diff": diff}))
     D.shutdown()
 
 

@@ -1,6 +1,7 @@
 """Two gloo processes under torchrun, with DDP and with FSDP2, against one process with the same
 global batch: per-step losses and final weights within 1e-5; full (gathered) and sharded (DCP)
 checkpoints convert to the same Hugging Face folder; resuming on two ranks repeats step 3."""
+import json
 import os
 import subprocess
 import sys
@@ -77,3 +78,11 @@ def test_distributed_checkpoints_hold_the_single_process_weights(two_ranks, one_
     assert sorted(p.name for p in (sharded / "dcp").iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
     assert not (sharded / "model.safetensors").exists()
     assert_weights_close(dcp_to_hf(sharded, tmp_path / "hf"), single_model)  # FSDP2 shards -> one HF folder
+
+
+@pytest.mark.distributed
+def test_meta_built_sharded_model_loads_full_weights(two_ranks):
+    """Build on the meta device, fully_shard, allocate the shards, load an unsharded state dict:
+    the forward equals the plain model's (how a 7B model starts without 2x memory)."""
+    result = json.loads((two_ranks / "meta_shard_load.json").read_text())
+    assert result["max_abs_diff"] < 1e-6
