@@ -194,6 +194,19 @@ def test_processed_distribution_matches_hand_computed_values():
                                       kw.get("top_p")) == pytest.approx(expected, abs=1e-12), kw
 
 
+@pytest.mark.parametrize("spread", [0.05, 1.0, 8.0])  # flat (the top-64 holds little mass) to peaked
+def test_top_p_over_a_large_vocabulary_matches_the_float64_reference(spread):
+    torch.manual_seed(0)
+    logits = torch.randn(3, 3000, dtype=torch.float64) * spread
+    for kw in (dict(top_p=0.9), dict(top_p=0.5, top_k=300), dict(temperature=0.7, top_p=0.99)):
+        got = processed_logprobs(logits.float(), **kw).exp()
+        for row, g in zip(logits.tolist(), got):
+            ref = torch.tensor(reference_distribution(row, kw.get("temperature", 1.0), kw.get("top_k"), kw["top_p"]),
+                               dtype=torch.float64)
+            assert torch.equal(g > 0, ref > 0), kw  # the same tokens kept
+            assert torch.allclose(g.double(), ref, atol=1e-6), kw
+
+
 def test_top_k_keeps_ties_with_the_kth_logit():
     got = processed_logprobs(torch.tensor([[2.0, 1.0, 1.0, 0.0]]), top_k=2).exp()[0]
     e = math.e
@@ -255,6 +268,7 @@ def test_zero_probability_tokens_are_never_drawn():
     (dict(stop="x"), r"stop strings need tokenizer="),
     (dict(stop=["x", ""], tokenizer=PieceTokenizer()), r"stop \(\['x', ''\]\) must be a string or a list of non-empty"),
     (dict(eos_id=200), r"eos_id \(200\) must be a token id in \[0, 97\)"),
+    (dict(eos_id=[3, 2.5]), r"eos_id \(2.5\) must be a token id in \[0, 97\)"),
     (dict(seed=-1), r"seed \(-1\) must be None or an integer >= 0"),
     (dict(tools=lambda: None), r"tools need tokenizer="),
     (dict(tools="sandbox", tokenizer=PieceTokenizer()), r"tools \('sandbox'\) must be a zero-argument factory"),
@@ -265,6 +279,25 @@ def test_bad_input_is_named(model, kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         generate(model, **args)
+
+
+def test_numpy_and_tensor_prompts_are_token_ids(model):
+    import numpy as np
+
+    ref = generate(model, [PROMPTS[1]], 4, temperature=0)[0][0].tokens
+    assert generate(model, [np.array(PROMPTS[1])], 4, temperature=0)[0][0].tokens == ref
+    assert generate(model, [torch.tensor(PROMPTS[1])], 4, temperature=0)[0][0].tokens == ref
+
+
+def test_progress_lines_report_sequences_rate_and_steps_left(model, monkeypatch, capsys):
+    import mathlm.sampling as sampling
+
+    monkeypatch.setattr(sampling, "PROGRESS_EVERY", 0.0)
+    generate(model, PROMPTS, 6, temperature=0, progress=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 5  # one per decode step
+    assert lines[0].startswith("generate: 0/5 sequences done, 10 tokens, ") and "at most 4 steps" in lines[0]
+    assert lines[-1].startswith("generate: 5/5 sequences done, 30 tokens, ") and "at most 0 steps" in lines[-1]
 
 
 def test_completion_fields(model):
