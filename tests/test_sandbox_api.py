@@ -273,6 +273,29 @@ def test_concurrent_callers_get_their_own_results():
         assert [r.stdout for r in res] == [f"{tag * k}\n" for k in range(30)]
 
 
+def test_threads_with_one_program_each_run_in_parallel():
+    """The sampling engine runs one session per sequence on a thread pool: single programs
+    from several threads use up to `workers` workers at once, not one after the other."""
+    sandbox.close_pool()
+    wait = "import fractions\nfractions.sys.modules['select'].select([], [], [], 0.6)\nprint('done')"
+
+    def two_threads():
+        results, start = [], time.monotonic()
+        threads = [threading.Thread(target=lambda: results.append(run_python(wait))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [r.stdout for r in results] == ["done\n"] * 2
+        return time.monotonic() - start
+
+    run_python("print(0)")
+    assert sandbox._get_pool(False)._size == 1
+    two_threads()  # the second thread starts a second worker instead of waiting for the first
+    assert sandbox._get_pool(False)._size == 2
+    assert two_threads() < 1.1  # 0.6 s each, side by side
+
+
 def _idle_worker_pids():
     return [w.proc.pid for w in sandbox._get_pool(False)._idle]
 

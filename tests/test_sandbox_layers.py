@@ -7,8 +7,10 @@ temporary folder, a TCP listener on 127.0.0.1, a sacrificial ``sleep`` process.
 """
 import math
 import os
+import signal
 import string
 import subprocess
+import sys
 import time
 
 import pytest
@@ -140,6 +142,19 @@ def test_rlimit_fsize_alone_stops_writing_a_file():
 def test_rlimit_as_alone_stops_a_memory_bomb():
     result = run("x = bytearray(2 ** 31)", disable=("audit_hook", "landlock", "seccomp"), memory_mb=64)
     assert (result.status, result.error) == ("memory", "MemoryError: memory limit of 64 MiB exceeded")
+
+
+def test_rlimit_cpu_alone_kills_a_busy_loop():
+    """Without the worker's wall clock (a plain process here), the CPU limit ends a busy
+    loop that ignores SIGXCPU: SIGKILL at the hard limit, soft == hard."""
+    folder = os.path.dirname(sandbox.__file__)
+    code = (f"import sys, signal\nsys.path.insert(0, {folder!r})\nimport kernel_guards\n"
+            "signal.signal(signal.SIGXCPU, signal.SIG_IGN)\n"
+            "kernel_guards.apply_rlimits(2 ** 40, 1)\nwhile True:\n    pass")
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], timeout=30)
+    assert done.returncode == -signal.SIGKILL
+    assert time.monotonic() - start < 20  # one CPU second, however busy the machine
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="the kernel does not apply RLIMIT_NPROC to root")

@@ -173,7 +173,7 @@ def run_python(code: str, timeout: float = 5.0, memory_mb: int = 512, max_output
     status ``output_limit``). A program that does not compile is an ``error`` result.
     """
     _check_code(code)
-    return run_many([code], timeout=timeout, workers=1, memory_mb=memory_mb, max_output=max_output)[0]
+    return run_many([code], timeout=timeout, memory_mb=memory_mb, max_output=max_output)[0]
 
 
 def run_many(codes: Sequence[str], timeout: float = 5.0, workers: int | None = None,

@@ -205,13 +205,15 @@ class WorkerPool:
         self.info: dict = {}  # what the first worker reported: allowed modules, layers
 
     # ------------------------------------------------------------------ leasing
-    def _lease(self, wanted: int) -> list[WorkerProcess]:
+    def _lease(self, wanted: int, limit: int) -> list[WorkerProcess]:
+        """Up to ``wanted`` workers (at least one), starting new ones while the pool has fewer
+        than ``limit``; waits while others hold them all."""
         with self._cond:
             while True:
                 if self._closed:
                     raise RuntimeError("the sandbox pool is closed")
                 taken, self._idle = self._idle[:wanted], self._idle[wanted:]
-                to_start = max(0, min(wanted - len(taken), wanted - self._size))
+                to_start = max(0, min(wanted - len(taken), limit - self._size))
                 self._size += to_start
                 if taken or to_start:
                     break
@@ -260,7 +262,7 @@ class WorkerPool:
         ``workers`` workers at once."""
         if not jobs:
             return []
-        leased = self._lease(min(workers, len(jobs)))
+        leased = self._lease(min(workers, len(jobs)), workers)
         idle, busy = list(leased), {}
         try:
             results = self._dispatch(jobs, idle, busy)
