@@ -70,13 +70,25 @@ def _braced(text: str, start: int) -> str | None:
     return None
 
 
+def _closing_braces(text: str) -> dict[int, int]:
+    """Index of each "{" -> index of its matching "}", in one pass (unmatched ones absent)."""
+    stack, pairs = [], {}
+    for i, c in enumerate(text):
+        if c == "{":
+            stack.append(i)
+        elif c == "}" and stack:
+            pairs[stack.pop()] = i
+    return pairs
+
+
 def _last_boxed(text: str) -> str | None:
+    pairs = None  # computed once, on demand: rescanning per \boxed would be quadratic
     for m in reversed(list(_BOXED.finditer(text))):
         j = m.end()
         if j < len(text) and text[j] == "{":
-            inner = _braced(text, j)
-            if inner is not None:
-                return inner.strip()
+            pairs = _closing_braces(text) if pairs is None else pairs
+            if j in pairs:
+                return text[j + 1 : pairs[j]].strip()
         elif m.group(0).endswith(" ") or m.group(0).endswith("\t"):
             # "\boxed 5" (no braces): the next token
             token = re.match(r"[^\s$]+", text[j:])
@@ -133,7 +145,10 @@ _CURRENCY = re.compile(r"\\\$|\$|€|£|¥|₹|\bUSD\b|\bdollars?\b|\bcents?\b|\
 _SPACES = re.compile(r"(?<!\\)\\[,;:!> ]|~|\\quad|\\qquad")  # not the "\\" of a matrix row
 _VAR_ASSIGN = re.compile(r"^\s*\\?[A-Za-z][A-Za-z0-9_']*(?:\([^()=]*\))?\s*=(?!=)\s*(.+)$", re.DOTALL)
 _TUPLE_ASSIGN = re.compile(r"^\s*\(\s*[A-Za-z][\w ,]*\)\s*=\s*(.+)$", re.DOTALL)
-_WORD_TAIL = re.compile(r"^(.*?\d[^A-Za-z]*?)\s*((?:[A-Za-z]{2,}[\w^/.\-]*\s*)+)$")
+_UNIT_WORD = re.compile(r"^[A-Za-z]{2}[\w^/.\-]*$")
+_GLUED_UNIT = re.compile(r"^(-?[\d.,]+)([A-Za-z]{2}[\w^/.\-]*)$")
+_MATH_WORDS = {"pi", "sqrt", "sin", "cos", "tan", "log", "ln", "exp", "sec", "csc", "cot", "arcsin", "arccos",
+               "arctan", "oo", "infty", "frac", "dfrac", "cdot", "times", "abs", "mod", "pmod", "i", "e"}
 _PERCENT_WORD = re.compile(r"\s*(?:percent|per\s*cent)\b\.?$", re.IGNORECASE)
 
 
@@ -160,10 +175,23 @@ def strip_answer(answer: str) -> str:
     s = s.replace("\\(", "").replace("\\)", "").replace("\\[", "").replace("\\]", "")
     s = re.sub(r"\s+", " ", s).strip()
     s = s.rstrip(".").strip()
-    # "12 apples", "60 km/h": unit words after a number (two letters or more, so "5 x" stays)
-    m = _WORD_TAIL.match(s)
-    if m and _parse_number(m.group(1).strip()) is not None:
-        s = m.group(1).strip()
+    return _drop_unit_words(s)
+
+
+def _drop_unit_words(s: str) -> str:
+    """"12 apples", "60 km/h", "5cm" -> the number. Only words of two letters or more that
+    are not math names (so "5 x" and "2 pi" stay), and only when a number is left."""
+    words = s.split(" ")
+    m = _GLUED_UNIT.match(words[-1])
+    if m and m.group(2).lower() not in _MATH_WORDS:
+        words[-1:] = [m.group(1), m.group(2)]
+    k = len(words)
+    while k > 1 and _UNIT_WORD.match(words[k - 1]) and re.match(r"[A-Za-z]+", words[k - 1]).group(0).lower() not in _MATH_WORDS:
+        k -= 1
+    if k < len(words):
+        head = " ".join(words[:k])
+        if _parse_number(head) is not None:
+            return head
     return s
 
 
@@ -623,7 +651,7 @@ def _has_decimal(node) -> bool:
     return any(isinstance(c, tuple) and _has_decimal(c) for c in node[1:])
 
 
-_MAX_BITS = 20000
+_MAX_BITS = 100_000  # exact powers up to ~30,000 digits; beyond that only sympy could, and slowly
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 
 
@@ -725,7 +753,9 @@ def _evaluate_equal(a, b, decimal: bool) -> bool | None:
         try:
             va, vb = _numeric(a, {}), _numeric(b, {})
         except (_Unsupported, ZeroDivisionError, OverflowError, ValueError):
-            return None
+            # a constant too big for exact arithmetic and for floats (9^9^9): sympy would
+            # have to build the same number, so it is not asked
+            return False
         return _complex_close(va, vb, 1e-4 if decimal else 1e-9)
     agreeing = 0
     for va, vb in _at_points(a, b):
@@ -922,6 +952,7 @@ def _equal(p: str, r: str, ctx) -> bool:
 
 _CLEAN = re.compile(r"^[-+]?[\d.][\d.\s/]*%?$")
 _PERCENTAGE_MODES = ("marked", "tora", "none")
+_MAX_ANSWER_CHARS = 1000
 
 
 def math_equal(pred: str | float | int | None, ref: str | float | int | None, timeout: float = 3.0,
@@ -938,6 +969,8 @@ def math_equal(pred: str | float | int | None, ref: str | float | int | None, ti
     p, r = str(pred).strip(), str(ref).strip()
     if p == r:
         return p != ""
+    if len(p) > _MAX_ANSWER_CHARS or len(r) > _MAX_ANSWER_CHARS:
+        return False  # not an answer; parsing it could only cost time
     # the common case: two clean numbers (12, -0.5, 3/4, 1 1/2) need no normalization
     if _CLEAN.match(p) and _CLEAN.match(r):
         np_, nr = _parse_number(p), _parse_number(r)
@@ -945,5 +978,5 @@ def math_equal(pred: str | float | int | None, ref: str | float | int | None, ti
             return _numbers_equal(np_, nr, percentage)
     try:
         return _equal(p, r, (percentage, timeout))
-    except RecursionError:
+    except Exception:  # odd input (deep nesting, 5000-digit literals, ...) is simply not equal
         return False
