@@ -12,9 +12,9 @@ Two gates, both deny by default:
   calls: it lets through only the events of ``HARMLESS_EVENTS``, reads of files and listings
   of directories beneath the read-only roots (Python's own library), loading of modules that
   are not in ``NEVER_LOADED`` (libraries load helpers lazily), and ``marshal`` loads made by
-  the import machinery. Everything else - writing or deleting
-  files, processes, sockets, ctypes, signals to others, ``gc`` introspection, tracing hooks,
-  new audit hooks, sleeping, pickle class lookups... - is a violation.
+  the import machinery. Everything else - writing or deleting files, processes, sockets,
+  ctypes, signals to others, ``gc`` introspection, tracing hooks, new audit hooks, pickle
+  class lookups... - is a violation.
 
 A violation never raises into the program (which could catch it): ``deny`` reports the
 program as ``forbidden`` and ends its process on the spot.
@@ -140,7 +140,7 @@ def make_audit_hook(read_roots: list[str], cwd: str, deny: Deny) -> Callable:
             return
         if event == "open":
             path, mode, flags = args
-            if path == program_filename and mode == "rb":
+            if type_(path) is str_ and path == program_filename and mode == "rb":
                 return  # compile() looks for the source of a SyntaxError; there is no such file
             writes = (type_(mode) is str_ and ("w" in mode or "a" in mode or "x" in mode
                                                 or "+" in mode)) or (
