@@ -131,12 +131,10 @@ _EDGE_OPS = "=,+*/^"  # dropped from the ends of a run ("-" only from its end: -
 
 
 def _normalize_number(s: str) -> str:
-    """"007" -> "7", "2.50" -> "2.5", "3.0" -> "3"."""
-    if "." in s:
-        whole, frac = s.split(".")
-        frac = frac.rstrip("0")
-        return str(int(whole)) + ("." + frac if frac else "")
-    return str(int(s))
+    """"007" -> "7", "2.50" -> "2.5", "3.0" -> "3" (string operations: no int() of 5000 digits)."""
+    whole, _, frac = s.partition(".")
+    frac = frac.rstrip("0")
+    return (whole.lstrip("0") or "0") + ("." + frac if frac else "")
 
 
 def _drop_boxed(text: str) -> str:
@@ -309,11 +307,13 @@ def code_signature(code: str) -> str:
     """The canonical `ast.dump` of one python block (see the module docstring)."""
     try:
         tree = ast.parse(code)
-    except (SyntaxError, ValueError):  # a sampled block may be cut off or garbled
+        tree = _Canonicalizer(_bound_names(tree)).visit(tree)
+        return ast.dump(tree, annotate_fields=False, include_attributes=False)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        # A sampled block may be cut off or garbled, or nest deeper than the recursive visitors go
+        # ("1+1+...+1" a few thousand times): keep its text.
         lines = (re.sub(r"\s+", " ", line.split("#", 1)[0]).strip() for line in code.splitlines())
         return "unparsed: " + " / ".join(line for line in lines if line)
-    tree = _Canonicalizer(_bound_names(tree)).visit(tree)
-    return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
 def _split_code(text: str) -> tuple[list[str], str]:
@@ -375,6 +375,8 @@ def _signature_id(text: str) -> str:
 
 
 def _problem_fields(problem: dict, index: int) -> dict:
+    if not isinstance(problem, dict):
+        raise ValueError(f"problem {index} must be a dict with 'question' and 'answer', got {type(problem).__name__}")
     for key in ("question", "answer"):
         if not isinstance(problem.get(key), str) or not problem[key].strip():
             raise ValueError(f"problem {index} ({problem.get('id', 'no id')!r}): field {key!r} must be a "

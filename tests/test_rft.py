@@ -75,6 +75,15 @@ def test_unparsable_code_keeps_its_text_without_comments_and_spacing():
     assert code_signature("x = (4 +\nprint(x)") != a
 
 
+def test_degenerate_samples_keep_a_signature_instead_of_crashing():
+    """A model stuck in a loop writes 6000-digit numbers (int() refuses > 4300 digits) or a sum
+    nested deeper than the recursive AST visitors go: the signature falls back to text."""
+    assert prose_equations("x = " + "1" * 6000 + " + 00.500")[0] == "x=" + "1" * 6000 + "+0.5"
+    deep = "print(" + "+".join(["1"] * 5000) + ")"
+    assert code_signature(deep) == "unparsed: " + deep
+    assert code_signature(deep + "+1") != code_signature(deep)
+
+
 @pytest.mark.parametrize("text,expected", [
     ("Add the 8 new pencils: 11 + 8 = 19.\nThe answer is \\boxed{19}.", ["11+8=19"]),
     ("Subtract 2 from both sides: 5x = 27 - 2 = 25.\nDivide by 5: x = 25 / 5 = 5.", ["5 x=27-2=25", "x=25/5=5"]),
@@ -277,6 +286,8 @@ def test_bad_input_is_named():
         rejection_sample([a, 3], PROBLEMS, k=1)
     with pytest.raises(ValueError, match=r"problem 1 \('x'\): field 'answer' must be a non-empty string"):
         rejection_sample([a], [PROBLEMS[0], {"id": "x", "question": "q?"}], k=1)
+    with pytest.raises(ValueError, match="problem 0 must be a dict with 'question' and 'answer', got str"):
+        rejection_sample([a], ["What is 2 + 3?"], k=1)
     with pytest.raises(ValueError, match="at least one problem"):
         rejection_sample([a], [], k=1)
 
