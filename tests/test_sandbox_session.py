@@ -67,6 +67,20 @@ def test_per_call_and_total_time_limits():
     assert s.used_seconds >= 1.5
 
 
+def test_a_replay_that_overruns_is_a_timeout_counted_against_the_budget():
+    """Earlier blocks get twice their first run time plus 1 s to replay. A replay slower
+    than that is simulated by appending a 2.5 s wait to the recorded (instant) block."""
+    s = Session(timeout=3.0, total_timeout=10.0)
+    s.run("import fractions\nsleep = lambda t: fractions.sys.modules['select'].select([], [], [], t)\nn = 0")
+    s.blocks[-1] += "\nsleep(2.5)"  # what the replay will run: longer than 2 x ~0 + 1 s
+    start = time.monotonic()
+    text = s.run("print(n)")
+    assert s.last_result.status == "timeout"
+    assert text.startswith("TimeoutError: replaying the session's earlier blocks took over 1")
+    assert 1.0 <= s.last_result.elapsed and s.used_seconds >= 1.0
+    assert time.monotonic() - start < 1.0 + 0.5 + 1.0
+
+
 def test_output_limit_applies_per_call():
     s = Session(max_output=10)
     assert s.run("print('abc')") == "abc"

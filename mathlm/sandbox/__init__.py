@@ -211,7 +211,10 @@ class Session:
     replayed, output discarded, before each new block (in a fresh sandboxed child from the
     shared pool). Blocks that ended in ``ok`` or ``error`` are replayed (an error stops its
     block at the same line again); blocks that were killed (timeout, memory, forbidden,
-    output_limit) are not, so their partial effects are lost. Not thread-safe.
+    output_limit) are not, so their partial effects are lost. The replay may take twice the
+    blocks' first run time plus 1 s on top of ``timeout``; a call whose replay overruns that
+    is a timeout whose time counts against ``total_timeout``. Not thread-safe (one session,
+    one thread at a time; different sessions on different threads are fine).
     """
 
     def __init__(self, timeout: float = 5.0, total_timeout: float = 30.0, memory_mb: int = 512,

@@ -401,8 +401,8 @@ class Worker:
             return {"status": status, "error": error, "stdout": stdout, "elapsed": elapsed}
 
         if killed:
-            if replaying:
-                return answer("timeout", replay_timeout_error(job["replay_timeout"]), elapsed=0.0)
+            if replaying:  # the time went into the replay: it counts against a session's budget
+                return answer("timeout", replay_timeout_error(job["replay_timeout"]))
             return answer("timeout", timeout_error(timeout), elapsed=max(wall, timeout))
         if overflow:
             return answer("output_limit", output_error(job["max_output"]))
