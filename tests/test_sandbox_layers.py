@@ -259,6 +259,18 @@ def test_audit_hook_and_import_guard_alone(vault, code, what):
     assert result.error == "PermissionError: the sandbox forbids " + string.Template(what).substitute(vault)
 
 
+def test_a_forged_result_frame_is_held_to_the_limits():
+    """A program that writes its own result frame on the pipe (possible once it reaches os)
+    can only lie about itself, and only within max_output."""
+    code = IMP + OS + ("proto = imp('protocol')\n"
+                       "frame = proto.encode_result('ok', '', 'x' * 5000, 0.0)\n"
+                       "for fd in range(3, 20):\n"
+                       "    try:\n        os.write(fd, frame)\n    except OSError:\n        pass\n"
+                       "os._exit(0)")
+    result = run(code, max_output=100)
+    assert (result.status, result.stdout) == ("ok", "x" * 100)
+
+
 def test_a_denial_cannot_be_caught():
     code = "try:\n    import os\nexcept BaseException:\n    print('caught')\nprint('went on')"
     result = run(code)

@@ -398,7 +398,9 @@ class Worker:
         status, error, stdout, elapsed = reported or ("", "", "", wall)
 
         def answer(status: str, error: str, stdout: str = "", elapsed: float = wall) -> dict:
-            return {"status": status, "error": error, "stdout": stdout, "elapsed": elapsed}
+            # the frame came from the program's process: hold it to the limits again
+            return {"status": status, "error": error[:MAX_ERROR_CHARS], "stdout": stdout[:job["max_output"]],
+                    "elapsed": elapsed}
 
         if killed:
             if replaying:  # the time went into the replay: it counts against a session's budget
