@@ -5,6 +5,7 @@ stopping the attack by itself; positive controls show that, with every layer off
 test would notice the attack succeeding. Targets are this test's own: a canary in a
 temporary folder, a TCP listener on 127.0.0.1, a sacrificial ``sleep`` process.
 """
+import json
 import math
 import os
 import signal
@@ -74,6 +75,25 @@ def test_workers_are_single_threaded():
     for pool in sandbox._pools.values():
         for worker in pool._idle:
             assert os.listdir(f"/proc/{worker.proc.pid}/task") == [str(worker.proc.pid)]
+
+
+def test_worker_without_pidfd_polls_for_its_children(tmp_path):
+    """Where os.pidfd_open is missing or refused (old kernels, some containers) the worker
+    polls for the child's exit instead: same answers, timeouts included."""
+    script = f"""
+import json, os, sys
+sys.path.insert(0, {os.path.dirname(sandbox.__file__)!r})
+del os.pidfd_open
+import worker
+os.chdir({str(tmp_path)!r})
+w = worker.Worker({{"sys_path": sys.path[1:], "scientific": False}})
+for code in ["print(6 * 7)", "while True:\\n    pass", "import os"]:
+    job = {{"code": code, "timeout": 0.5, "memory_mb": 256, "max_output": 100, "replay_timeout": 0.0}}
+    print(json.dumps(w.run(job)))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(a["status"], a["stdout"]) for a in answers] == [("ok", "42\n"), ("timeout", ""), ("forbidden", "")]
 
 
 def test_a_crashed_interpreter_is_an_error_result_and_nothing_else():

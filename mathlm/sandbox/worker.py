@@ -359,8 +359,11 @@ class Worker:
         deadline = started + (job["replay_timeout"] if replaying else timeout) + grace
         timed_from = started
         reader = protocol.FrameReader(max_frame=4 * job["max_output"] + 64 * 1024)
-        result, killed, eof = None, False, False
-        pidfd = os.pidfd_open(pid)
+        result, killed, eof, wait_status = None, False, False, None
+        try:  # a descriptor that becomes readable when the child exits (Linux >= 5.3)
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # old kernel, or a container that refuses it: poll
+            pidfd = None
         try:
             exited = False
             while not exited:
@@ -369,7 +372,9 @@ class Worker:
                     os.kill(pid, signal.SIGKILL)
                     killed = not reader.overflow
                     break
-                readable, _, _ = select.select([pidfd] if eof else [read_fd, pidfd], [], [], remaining)
+                watched = ([] if eof else [read_fd]) + ([] if pidfd is None else [pidfd])
+                readable = select.select(watched, [], [], remaining if pidfd is not None else min(remaining, 0.005))[0]
+                chunk = b""
                 if read_fd in readable:
                     chunk = os.read(read_fd, 1 << 16)
                     eof = not chunk
@@ -379,10 +384,16 @@ class Worker:
                             deadline = timed_from + timeout + grace
                         elif result is None:
                             result = frame
-                exited = pidfd in readable and not (read_fd in readable and chunk)
+                if pidfd is not None:
+                    exited = pidfd in readable and not chunk
+                elif not chunk:
+                    reaped, status = os.waitpid(pid, os.WNOHANG)
+                    exited, wait_status = bool(reaped), status if reaped else None
         finally:
-            os.close(pidfd)
-        _, wait_status = os.waitpid(pid, 0)
+            if pidfd is not None:
+                os.close(pidfd)
+        if wait_status is None:
+            wait_status = os.waitpid(pid, 0)[1]
         wall = time.monotonic() - timed_from
         return result, wait_status, killed, reader.overflow, replaying, wall
 
