@@ -124,6 +124,17 @@ def test_numpy_program_prints_the_right_answer(name):
     assert (result.status, result.stdout, result.error) == ("ok", expected, ""), result
 
 
+def test_programs_naming_a_scientific_module_go_to_the_scientific_workers():
+    """The routing reads the text: a program that names none of sympy/numpy/mpmath runs on a
+    worker that has none of them (cheaper forks); one that hides its import is refused."""
+    probe = "import fractions\nprint(sorted(m for m in fractions.sys.modules if m in ('num' + 'py', 'mp' + 'math')))"
+    plain = run_python(probe)
+    scientific = run_python(probe + "  # sympy")
+    assert (plain.stdout, scientific.stdout) == ("[]\n", "['mpmath', 'numpy']\n")
+    hidden = run_python("sp = __import__('sym' + 'py')\nprint(sp.Rational(1, 2))", timeout=30)
+    assert hidden.status == "forbidden"
+
+
 def test_run_many_matches_plain_python_in_order():
     """200 generated PoT programs, a few failing ones mixed in: the sandbox prints exactly
     what plain CPython prints for each, in input order."""

@@ -97,7 +97,7 @@ class Job:
     @property
     def scientific(self) -> bool:
         """Whether the program needs a worker with sympy/numpy/mpmath loaded. Decided on the
-        text: a program that imports them without naming them finds them not allowed."""
+        text: a program that imports them without naming them finds them refused."""
         return any(name in text for text in (self.code, *self.history) for name in OPTIONAL_MODULES)
 
     @property

@@ -246,7 +246,7 @@ class Worker:
     def __init__(self, config: dict):
         sys.path[:] = config["sys_path"]
         self.base_dir = os.getcwd()
-        self.allowed = set()
+        loaded = set()
         optional = audit_policy.OPTIONAL_MODULES if config["scientific"] else ()
         for name in audit_policy.ALLOWED_MODULES + optional:
             try:
@@ -255,9 +255,9 @@ class Worker:
                 if name not in audit_policy.OPTIONAL_MODULES:
                     raise
             else:
-                self.allowed.add(name)
-        _warm_up(self.allowed)
-        self.allowed = frozenset(self.allowed)
+                loaded.add(name)
+        _warm_up(loaded)
+        self.allowed = frozenset(loaded)
         self.read_roots = audit_policy.library_roots(sys.modules)
         # Entries a program cannot read (the host's script folder...) would only get its lazy
         # imports refused while the import system lists them.
@@ -271,9 +271,9 @@ class Worker:
         if kernel_guards.seccomp_supported():
             self.seccomp = kernel_guards.SeccompFilter(kernel_guards.seccomp_filter_x86_64())
         self.layers = self._probe_layers()
-        if "numpy" in self.allowed:  # children inherit this state (numpy does not reseed at fork)
+        if "numpy" in loaded:  # children inherit this state (numpy does not reseed at fork)
             sys.modules["numpy"].random.seed(RANDOM_SEED)
-        self.snapshot = shared_state_snapshot(sorted(self.allowed) + ["builtins"], [builtins])
+        self.snapshot = shared_state_snapshot(sorted(loaded) + ["builtins"], [builtins])
 
     def _probe_layers(self) -> dict:
         """Which kernel layers this machine enforces: a child tries to install each one."""
