@@ -53,6 +53,7 @@ from .scalar_head import ScalarHeadModel
 from .train import TrainConfig, Trainer
 
 __all__ = ["RLConfig", "RLTrainer", "Advantages", "grade_response", "has_final_answer", "compute_rewards",
+           "reward_model_fn",
            "compute_advantages", "rl_policy_loss", "rl_value_loss", "ALGORITHMS", "KL_PLACEMENTS"]
 
 ALGORITHMS = ("ppo", "grpo")
@@ -184,6 +185,22 @@ def has_final_answer(text: str) -> bool:
 def grade_response(problem: dict, text: str) -> bool:
     """The grader: `math_equal(extract_answer(text), problem["answer"])`."""
     return math_equal(extract_answer(text), problem["answer"])
+
+
+def reward_model_fn(reward_model: Any) -> RewardModelFn:
+    """A (questions, responses) -> scores callable from a module with `score(pairs)` (mathlm.reward's
+    RewardModel scores (question, response) pairs; run under no_grad) or from such a callable itself."""
+    if isinstance(reward_model, nn.Module) and hasattr(reward_model, "score"):
+        reward_model.eval()
+
+        def score(questions: list[str], responses: list[str]) -> Sequence[float]:
+            with torch.no_grad():
+                return reward_model.score(list(zip(questions, responses)))
+        return score
+    if not callable(reward_model):
+        raise ValueError(f"reward_model must be a callable (questions, responses) -> scores or a model with "
+                         f"score(pairs), got {type(reward_model).__name__}")
+    return reward_model
 
 
 def compute_rewards(problems: Sequence[dict], texts: Sequence[str], config: RLConfig,
@@ -343,7 +360,8 @@ class RLTrainer:
     train_config: the policy's optimizer settings; `max_steps` counts optimizer updates
         (`rl_steps * config.updates_per_step`). The value model (PPO) trains with a copy whose lr is
         `config.value_lr` (when set) and whose out_dir is `<out_dir>/value`.
-    reward_model: callable (questions, responses) -> floats, weighted by `reward_model_weight`.
+    reward_model: callable (questions, responses) -> floats, or a mathlm.reward.RewardModel (scored
+        on (question, response) pairs), weighted by `reward_model_weight`.
     tools: a sandbox session factory used when `config.tools` is on (default `Session(timeout=...)`).
     verify: (problem, response text) -> bool, the correctness check (default `grade_response`).
     value_model: PPO's value model (default: a ScalarHeadModel on a copy of the policy).
@@ -352,11 +370,12 @@ class RLTrainer:
     """
 
     def __init__(self, policy: nn.Module, tokenizer: Any, problems: Sequence[dict], config: RLConfig,
-                 train_config: TrainConfig, *, reward_model: RewardModelFn | None = None,
+                 train_config: TrainConfig, *, reward_model: RewardModelFn | nn.Module | None = None,
                  tools: Callable[[], Any] | None = None, verify: Verifier = grade_response,
                  value_model: nn.Module | None = None, ref_model: nn.Module | None = None):
         self.config = config
-        self.tokenizer, self.verify, self.reward_model = tokenizer, verify, reward_model
+        self.tokenizer, self.verify = tokenizer, verify
+        self.reward_model = None if reward_model is None else reward_model_fn(reward_model)
         self.problems = list(problems)
         if not self.problems:
             raise ValueError("problems is empty: RL needs at least one problem")
@@ -381,6 +400,15 @@ class RLTrainer:
         elif ref_model is not None:
             self.ref_model = ref_model.eval().requires_grad_(False)  # measured only, never in the objective
 
+        if config.algorithm == "ppo" and value_model is None:
+            # The policy's weights and a zero head: V = 0 at first, so early advantages are the
+            # returns themselves rather than noise from a random head. (Copied, like the reference,
+            # before a Trainer may wrap or shard the policy.)
+            value_model = ScalarHeadModel(copy.deepcopy(policy))
+            nn.init.zeros_(value_model.head.weight)
+        elif config.algorithm == "grpo" and value_model is not None:
+            raise ValueError("value_model= is for PPO; GRPO has no value model")
+
         count = _count_tokens if config.aggregation == "token_mean" else _count_rows
         save_tokenizer = tokenizer if hasattr(tokenizer, "save") else None
         self.rl_step = 0
@@ -388,18 +416,11 @@ class RLTrainer:
         self.policy_trainer = Trainer(policy, train_config, partial(rl_policy_loss, config=config),
                                       count_targets=count, stateful={"rl": self}, tokenizer=save_tokenizer)
         self.value_trainer = None
-        if config.algorithm == "ppo":
-            if value_model is None:
-                # The policy's weights and a zero head: V = 0 at first, so early advantages are the
-                # returns themselves rather than noise from a random head.
-                value_model = ScalarHeadModel(copy.deepcopy(policy))
-                nn.init.zeros_(value_model.head.weight)
+        if value_model is not None:
             value_config = dataclasses.replace(train_config, lr=config.value_lr or train_config.lr,
                                                out_dir=str(Path(train_config.out_dir) / "value"))
             self.value_trainer = Trainer(value_model, value_config, partial(rl_value_loss, config=config),
                                          count_targets=_count_tokens, tokenizer=save_tokenizer)
-        elif value_model is not None:
-            raise ValueError("value_model= is for PPO; GRPO has no value model")
         self._prompt_cache: dict[int, list[int]] = {}
         self._warned_gap = False
         self._started, self._plan = time.perf_counter(), (0, 0)  # (first, end) RL step of train()

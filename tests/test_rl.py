@@ -243,6 +243,32 @@ def test_compute_rewards_hand_cases():
     assert grade_response({"answer": "0.5"}, "so \\boxed{\\frac{1}{2}}")
 
 
+def test_a_reward_model_module_is_scored_on_question_response_pairs(tmp_path):
+    """mathlm.reward.RewardModel.score takes (question, response) pairs; the trainer adapts it, runs it
+    without gradients, and adds reward_model_weight * score to every sample's reward."""
+    class PairScorer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+            self.calls = []
+
+        def score(self, pairs):
+            self.calls.append((list(pairs), torch.is_grad_enabled()))
+            return self.w * torch.tensor([float(len(q) + len(r)) for q, r in pairs])
+
+    rm = PairScorer()
+    cfg = RLConfig(prompts_per_step=2, group_size=2, max_new_tokens=2, minibatch_size=4, reward_model_weight=0.5,
+                   grader_weight=0.0, kl_placement="none")
+    trainer = RLTrainer(toy_model(), TOK, DIGITS, cfg, train_config(tmp_path, cfg, 1), reward_model=rm)
+    rollout, _, rewards = trainer.collect([3, 4], seed=0)
+    pairs, grad = rm.calls[0]
+    assert not grad and [q for q, _ in pairs] == ["3", "3", "4", "4"]
+    assert [r for _, r in pairs] == [c.text for c in rollout.completions]
+    assert rewards["scores"].tolist() == [0.5 * (1 + len(c.text)) for c in rollout.completions]
+    with pytest.raises(ValueError, match="reward_model must be a callable"):
+        RLTrainer(toy_model(), TOK, DIGITS, cfg, train_config(tmp_path, cfg, 1), reward_model=3)
+
+
 def test_compute_rewards_errors_name_the_problem():
     p, t = [{"question": "q", "answer": "1"}], ["1"]
     with pytest.raises(ValueError, match="reward_model_weight=0.0, reward model given"):
@@ -577,7 +603,7 @@ def mean_reward(history, steps):
 def test_grpo_raises_the_mean_reward_on_the_copy_task(tmp_path):
     """Prompt: a digit; verifiable answer: that digit (the default grader: extract_answer +
     math_equal), one token to answer. Chance is ~1/16; 30 GRPO steps (8 prompts x 8 samples)
-    bring the reward to ~0.8 (seed 0: first 3 steps 0.05, last 5 steps 0.84)."""
+    bring the reward to ~0.8 (seed 0: first 3 steps 0.05, last 5 steps 0.81)."""
     cfg = RLConfig(algorithm="grpo", prompts_per_step=8, group_size=8, temperature=1.0, max_new_tokens=1,
                    minibatch_size=32, ppo_epochs=2, kl_coef=0.01)
     trainer = RLTrainer(toy_model(), TOK, DIGITS, cfg, train_config(tmp_path, cfg, 30, lr=1e-2))
@@ -590,8 +616,8 @@ def test_grpo_raises_the_mean_reward_on_the_copy_task(tmp_path):
 def test_ppo_raises_the_mean_reward_on_the_copy_task(tmp_path):
     """Two response tokens, correct when the first is the prompt's digit (a custom verifier): the
     reward sits at the second token, so the first token's credit flows through GAE and the value
-    model. 40 PPO steps (seed 0: first 3 steps 0.04, last 5 steps ~0.7); the value model learns
-    (explained variance 0 at the start, ~0.3 on average over the last 20 steps)."""
+    model. 40 PPO steps (seed 0: first 3 steps 0.04, last 5 steps 0.77); the value model learns
+    (explained variance 0 at the start, 0.35 on average over the last 20 steps)."""
     cfg = RLConfig(algorithm="ppo", prompts_per_step=8, group_size=8, temperature=1.0, max_new_tokens=2,
                    minibatch_size=32, ppo_epochs=2, kl_coef=0.01)
     trainer = RLTrainer(toy_model(), TOK, DIGITS, cfg, train_config(tmp_path, cfg, 40),
