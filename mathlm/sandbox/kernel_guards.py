@@ -11,9 +11,10 @@ trick (ctypes, memory writes, a removed audit hook) can lift them.
   nothing anywhere; with ABI >= 4 it may not bind or connect TCP sockets; with ABI >= 6 it
   may not signal processes outside itself.
 - seccomp (x86_64): a BPF filter that kills the process (SIGSYS) on any system call that
-  creates a process or thread, executes a file, creates a socket, signals another process,
-  modifies the file system, opens a file for writing, or reaches kernel administration
-  interfaces (mount, bpf, io_uring, ptrace, modules, namespaces, keyrings...).
+  creates a process or thread, executes a file, creates a socket, signals another process
+  or touches its memory, modifies the file system, opens a file for writing, sets a
+  resource limit (root could raise its own), sets the clock, reads the kernel log, or
+  reaches kernel administration (mount, bpf, io_uring, ptrace, modules, namespaces...).
 
 Standard library only: this file is imported by the sandbox worker process (as a top-level
 module) as well as by the host package.
@@ -132,7 +133,7 @@ SECCOMP_MODE_FILTER = 2
 SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_RET_ALLOW = 0x7FFF0000
 # classic BPF opcodes
-_LD_W_ABS, _JA, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x05, 0x15, 0x35, 0x45, 0x06
+_LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 _OFFSET_NR, _OFFSET_ARCH = 0, 4
 _OFFSET_ARG = 16  # seccomp_data.args[i] at 16 + 8 * i (low 32 bits first on little endian)
 # open flags that can create, write or truncate a file
@@ -145,10 +146,11 @@ _X86_64_DENIED = {
     # network and local sockets
     "socket": 41, "connect": 42, "accept": 43, "bind": 49, "listen": 50, "socketpair": 53,
     "accept4": 288,
-    # signals to other processes, debugging other processes
+    # signals to other processes, other processes' memory
     "kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
     "pidfd_send_signal": 424, "pidfd_open": 434, "pidfd_getfd": 438, "ptrace": 101,
-    "process_vm_readv": 310, "process_vm_writev": 311,
+    "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312, "migrate_pages": 256,
+    "move_pages": 279, "process_madvise": 440,
     # changes to the file system
     "truncate": 76, "ftruncate": 77, "rename": 82, "mkdir": 83, "rmdir": 84, "creat": 85,
     "link": 86, "unlink": 87, "symlink": 88, "chmod": 90, "fchmod": 91, "chown": 92,
@@ -157,8 +159,10 @@ _X86_64_DENIED = {
     "utimes": 235, "mkdirat": 258, "mknodat": 259, "fchownat": 260, "futimesat": 261,
     "unlinkat": 263, "renameat": 264, "linkat": 265, "symlinkat": 266, "fchmodat": 268,
     "utimensat": 280, "name_to_handle_at": 303, "open_by_handle_at": 304, "renameat2": 316,
-    "openat2": 437, "fchmodat2": 452,
-    # kernel administration
+    "openat2": 437, "fchmodat2": 452, "uselib": 134,
+    # limits (root could raise its own), clocks, the kernel log, kernel administration
+    "setrlimit": 160, "settimeofday": 164, "adjtimex": 159, "clock_settime": 227,
+    "clock_adjtime": 305, "syslog": 103, "vhangup": 153,
     "personality": 135, "pivot_root": 155, "chroot": 161, "acct": 163, "mount": 165,
     "umount2": 166, "swapon": 167, "swapoff": 168, "reboot": 169, "sethostname": 170,
     "setdomainname": 171, "iopl": 172, "ioperm": 173, "init_module": 175, "delete_module": 176,
@@ -167,53 +171,52 @@ _X86_64_DENIED = {
     "finit_module": 313, "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323,
     "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
-    "mount_setattr": 442,
+    "mount_setattr": 442, "quotactl_fd": 443,
 }
-_X86_64_OPEN, _X86_64_OPENAT = 2, 257  # flags are argument 1 of open, argument 2 of openat
+_X86_64_OPEN, _X86_64_OPENAT, _X86_64_PRLIMIT64 = 2, 257, 302
 
 
-def _bpf(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
-    assert 0 <= jt < 256 and 0 <= jf < 256, f"BPF jump ({jt}, {jf}) out of range"
-    return struct.pack("=HBBI", code, jt, jf, k)
+def _assemble(program: list[tuple]) -> bytes:
+    """Classic BPF from ``(opcode, k, true_label, false_label)`` tuples and ``"label:"``
+    strings; a jump names the label it goes to (None: the next instruction)."""
+    where, index = {}, 0
+    for item in program:
+        if isinstance(item, str):
+            where[item.rstrip(":")] = index
+        else:
+            index += 1
+    out, index = [], 0
+    for item in program:
+        if isinstance(item, str):
+            continue
+        code, k, *targets = item
+        jt, jf = (0 if t is None else where[t] - index - 1 for t in (targets + [None, None])[:2])
+        assert 0 <= jt < 256 and 0 <= jf < 256, f"BPF jump ({jt}, {jf}) out of range"
+        out.append(struct.pack("=HBBI", code, jt, jf, k))
+        index += 1
+    return b"".join(out)
 
 
 def seccomp_filter_x86_64() -> bytes:
-    """The BPF program described in the module docstring, as raw ``sock_filter`` records."""
-    denied = sorted(set(_X86_64_DENIED.values()))
-    # layout: [arch check][nr load][x32 check][denied...][open][openat][allow]
-    #         [load arg1][jump to flag test][load arg2][flag test][allow][kill]
-    n_head = 5
-    i_open = n_head + len(denied)
-    i_load_arg1 = i_open + 3
-    i_load_arg2 = i_load_arg1 + 2
-    i_flag_test = i_load_arg2 + 1
-    i_kill = i_flag_test + 2
-
-    def to(target: int, here: int) -> int:
-        return target - here - 1
-
-    prog = [
-        _bpf(_LD_W_ABS, _OFFSET_ARCH),
-        _bpf(_JEQ_K, AUDIT_ARCH_X86_64, jt=1),
-        _bpf(_RET_K, SECCOMP_RET_KILL_PROCESS),  # a foreign ABI (int 0x80, x32...) is refused
-        _bpf(_LD_W_ABS, _OFFSET_NR),
-        _bpf(_JGE_K, _X32_SYSCALL_BIT, jt=to(i_kill, 4)),
+    """The BPF program described in the module docstring, as raw ``sock_filter`` records:
+    kill on a foreign ABI (int 0x80, x32) or a denied call; open/openat only without write
+    flags; prlimit64 only to read limits; everything else allowed."""
+    program: list = [
+        (_LD_W_ABS, _OFFSET_ARCH), (_JEQ_K, AUDIT_ARCH_X86_64, None, "kill"),
+        (_LD_W_ABS, _OFFSET_NR), (_JGE_K, _X32_SYSCALL_BIT, "kill"),
     ]
-    for i, nr in enumerate(denied, start=n_head):
-        prog.append(_bpf(_JEQ_K, nr, jt=to(i_kill, i)))
-    prog += [
-        _bpf(_JEQ_K, _X86_64_OPEN, jt=to(i_load_arg1, i_open)),
-        _bpf(_JEQ_K, _X86_64_OPENAT, jt=to(i_load_arg2, i_open + 1)),
-        _bpf(_RET_K, SECCOMP_RET_ALLOW),
-        _bpf(_LD_W_ABS, _OFFSET_ARG + 8 * 1),
-        _bpf(_JA, to(i_flag_test, i_load_arg1 + 1)),
-        _bpf(_LD_W_ABS, _OFFSET_ARG + 8 * 2),
-        _bpf(_JSET_K, _WRITE_FLAGS, jt=to(i_kill, i_flag_test)),
-        _bpf(_RET_K, SECCOMP_RET_ALLOW),
-        _bpf(_RET_K, SECCOMP_RET_KILL_PROCESS),
+    program += [(_JEQ_K, nr, "kill") for nr in sorted(set(_X86_64_DENIED.values()))]
+    program += [
+        (_JEQ_K, _X86_64_OPEN, "open"), (_JEQ_K, _X86_64_OPENAT, "openat"),
+        (_JEQ_K, _X86_64_PRLIMIT64, "prlimit"), (_RET_K, SECCOMP_RET_ALLOW),
+        "open:", (_LD_W_ABS, _OFFSET_ARG + 8 * 1), (_JSET_K, _WRITE_FLAGS, "kill"), (_RET_K, SECCOMP_RET_ALLOW),
+        "openat:", (_LD_W_ABS, _OFFSET_ARG + 8 * 2), (_JSET_K, _WRITE_FLAGS, "kill"), (_RET_K, SECCOMP_RET_ALLOW),
+        # prlimit64(pid, resource, new_limit, old_limit): new_limit must be NULL
+        "prlimit:", (_LD_W_ABS, _OFFSET_ARG + 8 * 2), (_JEQ_K, 0, None, "kill"),
+        (_LD_W_ABS, _OFFSET_ARG + 8 * 2 + 4), (_JEQ_K, 0, None, "kill"), (_RET_K, SECCOMP_RET_ALLOW),
+        "kill:", (_RET_K, SECCOMP_RET_KILL_PROCESS),
     ]
-    assert len(prog) == i_kill + 1, f"BPF layout mismatch: {len(prog)} != {i_kill + 1}"
-    return b"".join(prog)
+    return _assemble(program)
 
 
 def seccomp_supported() -> bool:
