@@ -201,6 +201,33 @@ def full_model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=_options(full_state_dict=True, cpu_offload=True))
 
 
+class _GatheredModel:
+    """What save_hf_checkpoint reads from a model (config, state_dict), for gathered weights."""
+
+    def __init__(self, config, state: dict[str, torch.Tensor]):
+        self.config, self._state = config, state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
+
+
+def save_hf_folder(model: nn.Module, path: str | os.PathLike, tokenizer=None, dtype: torch.dtype | None = None) -> Path:
+    """Write `model` (plain, DDP's module or FSDP2-sharded) as one Hugging Face folder at `path`.
+
+    Collective: every rank calls it; the weights are gathered to rank 0's CPU, which writes the
+    folder (atomically, via save_hf_checkpoint). Calling save_hf_checkpoint on rank 0 alone would
+    hang under FSDP2: gathering a sharded tensor needs every rank.
+    """
+    from .checkpoint import save_hf_checkpoint
+
+    weights = full_model_state_dict(model)
+    if get_rank() == 0:
+        save_hf_checkpoint(_GatheredModel(model.config, weights), path, tokenizer=tokenizer, dtype=dtype)
+    del weights
+    barrier()
+    return Path(path)
+
+
 def full_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """The optimizer state keyed by parameter FQN, unsharded, on CPU, on rank 0. Collective."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict

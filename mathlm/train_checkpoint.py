@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from . import distributed as D
-from .checkpoint import CONFIG_NAME, load_hf_checkpoint, replace_dir, save_hf_checkpoint
+from .checkpoint import CONFIG_NAME, load_hf_checkpoint, replace_dir
 
 STATE_FILE = "trainer_state.pt"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -152,16 +152,6 @@ def verify_checkpoint(path: str | os.PathLike, checksums: bool = True) -> dict:
 # ------------------------------------------------------------------------------------------ save
 
 
-class _GatheredModel:
-    """What save_hf_checkpoint reads from a model (config, state_dict), for gathered weights."""
-
-    def __init__(self, config, state: dict[str, torch.Tensor]):
-        self.config, self._state = config, state
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self._state
-
-
 def save_checkpoint(directory: str | os.PathLike, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                     trainer_state: dict, *, fmt: str = "full", keep_last: int = 2, checksums: bool = True,
                     tokenizer=None) -> Path:
@@ -191,12 +181,11 @@ def save_checkpoint(directory: str | os.PathLike, step: int, model: nn.Module, o
             D.barrier()
             D.save_sharded(model, optimizer, tmp / D.DCP_DIR)
         else:
-            weights = D.full_model_state_dict(model)  # collectives: every rank, same order
+            D.save_hf_folder(model, tmp, tokenizer=tokenizer)  # collectives: every rank, same order
             optim_state = D.full_optimizer_state_dict(model, optimizer)
             if rank == 0:
-                save_hf_checkpoint(_GatheredModel(model.config, weights), tmp, tokenizer=tokenizer)
                 torch.save(optim_state, tmp / OPTIMIZER_FILE)
-            del weights, optim_state
+            del optim_state
         D.barrier()
         torch.save(capture_rng_state(), tmp / rng_file(rank))
         if rank == 0:

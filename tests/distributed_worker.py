@@ -35,6 +35,7 @@ def main(out: Path) -> None:
         if strategy == "fsdp":  # the other format: weights and optimizer gathered to rank 0
             save_checkpoint(out / "fsdp_full", trainer.global_step, trainer.model, trainer.optimizer,
                             trainer.state_dict(), fmt="full")
+            D.save_hf_folder(trainer.model, out / "fsdp_final_hf")  # what a recipe's final export calls
         # A new model (other init) and data iterator resumed from step 2 must redo step 3 exactly.
         resumed = Trainer(tiny_model(seed=7), run_config(out / f"{strategy}_resumed", strategy, fmt), causal_lm_loss,
                           batches(GLOBAL_BATCH))

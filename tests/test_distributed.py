@@ -74,6 +74,7 @@ def test_distributed_checkpoints_hold_the_single_process_weights(two_ranks, one_
     _, single_model = one_rank
     assert_weights_close(two_ranks / "ddp" / "checkpoints" / "step_00000003", single_model)  # DDP, rank 0 saves
     assert_weights_close(two_ranks / "fsdp_full" / "step_00000003", single_model)  # FSDP2 gathered to rank 0
+    assert_weights_close(two_ranks / "fsdp_final_hf", single_model)  # save_hf_folder under FSDP2
     sharded = two_ranks / "fsdp" / "checkpoints" / "step_00000003"
     assert sorted(p.name for p in (sharded / "dcp").iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
     assert not (sharded / "model.safetensors").exists()
