@@ -348,6 +348,29 @@ def test_kl_in_loss_adds_beta_times_the_token_mean_k3_and_nothing_else():
     assert expected > 1e-3  # the reference differs: the check is not vacuous
 
 
+@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"])
+def test_micro_batch_losses_sum_to_the_minibatch_loss(aggregation):
+    """Split into micro-batches (each trimmed to its own longest row) with the normaliser the trainer
+    counts over the whole minibatch (tokens for token_mean, rows otherwise), the micro-batch losses
+    (KL term included) add up to the loss of the minibatch in one piece."""
+    from mathlm.rl import _count_rows, _count_tokens
+
+    model = toy_model(seed=1)
+    batch = policy_batch(model, seed=3)
+    cfg = RLConfig(kl_placement="loss", kl_coef=0.3, temperature=1.0, aggregation=aggregation, max_new_tokens=4)
+    whole = rl_policy_loss(model, batch, config=cfg)[0]
+    count = _count_tokens if aggregation == "token_mean" else _count_rows
+    parts = []
+    for rows in ([0, 3], [1], [2]):
+        mask = batch["loss_mask"][rows]
+        length = int((mask * torch.arange(1, mask.shape[1] + 1)).max())  # past each row's last response token
+        parts.append({k: v[rows, :length] for k, v in batch.items()})
+    assert len({p["tokens"].shape[1] for p in parts}) > 1  # the micro-batches have different lengths
+    total = sum(count(p) for p in parts)
+    summed = sum(rl_policy_loss(model, p, total, config=cfg)[0] for p in parts)
+    assert summed.item() == pytest.approx(whole.item(), rel=1e-5)
+
+
 def test_policy_loss_ratio_is_one_before_the_first_update():
     """Old log-probs are recomputed with the loss's own function: ratio 1, nothing clipped."""
     model = toy_model(seed=1)
