@@ -97,7 +97,7 @@ class RLConfig:
     clip_eps: float = 0.2                 # ratio clip
     clip_eps_high: float | None = None    # upper ratio clip (DAPO clip-higher); None: clip_eps
     dual_clip: float | None = None        # dual-clip bound c > 1 for negative advantages
-    aggregation: str = "token_mean"       # token loss reduction (losses.AGGREGATIONS); Dr. GRPO: seq_mean_token_sum_norm
+    aggregation: str = "token_mean"       # token loss reduction (losses.AGGREGATIONS); Dr. GRPO: ..._sum_norm
     # ---- GRPO
     normalize_group_std: bool = True      # divide by the group's std (False: Dr. GRPO)
     # ---- PPO

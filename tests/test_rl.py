@@ -17,7 +17,7 @@ from mathlm.losses import grpo_advantages
 from mathlm.model import Transformer
 from mathlm.rl import (RLConfig, RLTrainer, compute_advantages, compute_rewards, grade_response, has_final_answer,
                        rl_policy_loss, rl_value_loss)
-from mathlm.rollout import assemble_rollout, sample_rollout, score_tokens, token_entropy, token_values
+from mathlm.rollout import assemble_rollout, sample_rollout, token_entropy, token_values
 from mathlm.sampling import Completion
 from mathlm.scalar_head import ScalarHeadModel
 from mathlm.train import TrainConfig
@@ -591,7 +591,8 @@ def test_a_logprob_gap_above_the_tolerance_warns_once(tmp_path, monkeypatch):
     monkeypatch.setattr(mathlm.rl, "sample_rollout", gapped)
     cfg = RLConfig(prompts_per_step=2, group_size=2, max_new_tokens=2, minibatch_size=4, logprob_tolerance=0.1)
     trainer = RLTrainer(toy_model(), TOK, DIGITS, cfg, train_config(tmp_path, cfg, 2))
-    with pytest.warns(UserWarning, match=r"differ from the recomputed ones by up to 0.5 \(logprob_tolerance 0.1\)") as w:
+    expected = r"differ from the recomputed ones by up to 0.5 \(logprob_tolerance 0.1\)"
+    with pytest.warns(UserWarning, match=expected) as w:
         trainer.train(2)
     assert len([x for x in w if "recomputed" in str(x.message)]) == 1
     assert trainer.history[1]["logprob_gap"] == 0.5
