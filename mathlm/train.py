@@ -243,10 +243,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ the step
 
-    def _autocast(self):
+    def autocast(self):
+        """The precision context of the training forward (bf16 autocast on GPU, else nothing), for
+        code that runs the model outside `step`, e.g. an RL loop scoring its rollouts."""
         if self._autocast_on:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    _autocast = autocast  # the earlier private name, still used by mathlm/rl.py
 
     def step(self, micro_batches: Sequence[Any]) -> dict[str, float]:
         """One optimizer step over `micro_batches` (this rank's); returns the logged record."""
@@ -268,7 +272,7 @@ class Trainer:
         metric_sums: dict[str, torch.Tensor] = {}
         tokens = 0
         for i, batch in enumerate(micro_batches):
-            with D.gradient_sync(self.wrapped, enabled=i == len(micro_batches) - 1), self._autocast():
+            with D.gradient_sync(self.wrapped, enabled=i == len(micro_batches) - 1), self.autocast():
                 loss, metrics = self.loss_fn(self.wrapped, batch, **kwargs)
                 if not self.token_normalized:
                     loss = loss / len(micro_batches)
@@ -369,7 +373,7 @@ class Trainer:
             return {}
         was_training = self.model.training
         self.model.eval()
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self.autocast():
             results = {k: float(v) for k, v in self.eval_fn(self.model).items()}
         self.model.train(was_training)
         self._log({"step": self.global_step, **{f"eval/{k}": v for k, v in results.items()}})
