@@ -21,7 +21,7 @@ A row that sees no key gets output 0 and logsumexp +inf (flash-attn does the sam
 backward its probabilities exp(s - lse) are exactly 0.
 
 Matrix products: fp16/bf16 tiles feed tl.dot with fp32 accumulation, and probabilities and
-gradients are rounded to the input dtype before their product, as in flash-attn; fp32 tiles use
+gradients are rounded to the input dtype before their product, as in flash-attn (`round_to`); fp32 tiles use
 IEEE fp32 (TF32 when torch allows it for CUDA matmuls), matching PyTorch at that dtype. Tiles are
 loaded in dtype DOT, which is the input dtype except under the interpreter with bf16 inputs:
 Triton 3.9's interpreter multiplies bf16 tiles as raw integers, so there they are widened to fp32,
@@ -86,8 +86,26 @@ def load_rows(X, stride_t, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D
 
 
 @triton.jit
-def store_rows(X, stride_t, x, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+def round_to(x, DTYPE: tl.constexpr, DOT: tl.constexpr):
+    """fp32 x rounded to nearest-even in DTYPE (the input dtype), returned in DOT (the tile dtype).
+    On GPUs that is x.to(DTYPE). Under the interpreter with bf16 inputs (DOT = fp32) the rounding is
+    done on the bits: Triton 3.9's interpreter truncates fp32 -> bf16 casts, and the bias of a
+    truncated P or dS adds up over every term of dV, dK and dQ."""
+    if DTYPE == tl.bfloat16 and DOT == tl.float32:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+        y = bits.to(tl.float32, bitcast=True)
+    else:
+        y = x.to(DTYPE).to(DOT)
+    return y
+
+
+@triton.jit
+def store_rows(X, stride_t, x, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+               DOT: tl.constexpr):
+    """Store the fp32 tile x, rounded to X's dtype, in rows `rows` < n_rows of X."""
     ptrs = X + rows[:, None] * stride_t + offs_d[None, :]
+    x = round_to(x, X.dtype.element_ty, DOT).to(X.dtype.element_ty)
     if HEAD_DIM == BLOCK_D:
         tl.store(ptrs, x, mask=rows[:, None] < n_rows)
     else:
@@ -159,7 +177,7 @@ def fwd_tile(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, start_n, offs_m, offs
     alpha = tl.math.exp2(m_i - m_shift)
     l_i = l_i * alpha + tl.sum(p, 1)
     v = load_rows(V, stride_vn, offs_n, seqlen_k, offs_d, HEAD_DIM, BLOCK_D, MASK, DOT)
-    acc = tl.dot(p.to(V.dtype.element_ty).to(DOT), v, acc * alpha[:, None], input_precision=PRECISION)
+    acc = tl.dot(round_to(p, V.dtype.element_ty, DOT), v, acc * alpha[:, None], input_precision=PRECISION)
     return acc, l_i, m_new
 
 
@@ -187,14 +205,14 @@ def fwd_span(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, span_lo, span_hi, lo,
 
 @triton.jit
 def fwd_store(O, LSE, acc, l_i, m_i, offs_m, offs_d, seqlen_q, stride_om,
-              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, DOT: tl.constexpr):
     """Normalise and store one query tile's output and natural-log logsumexp; rows that saw no
     key store 0 and +inf."""
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
     lse = tl.where(empty, float("inf"), (m_i + tl.math.log2(l_safe)) * LN2)
-    store_rows(O, stride_om, out.to(O.dtype.element_ty), offs_m, seqlen_q, offs_d, HEAD_DIM, BLOCK_D)
+    store_rows(O, stride_om, out, offs_m, seqlen_q, offs_d, HEAD_DIM, BLOCK_D, DOT)
     tl.store(LSE + offs_m, lse, mask=offs_m < seqlen_q)
 
 
@@ -242,10 +260,10 @@ def bwd_kv_tile(dk, dv, k, v, Q, DO, LSE, DELTA, stride_qm, stride_dom, start_m,
         visible = is_visible(offs_m[None, :], offs_n[:, None], seqlen_q, seqlen_k, diag, left, right,
                              HAS_LEFT, HAS_RIGHT)
         p_t = tl.where(visible, p_t, 0.0)
-    dv = tl.dot(p_t.to(DO.dtype.element_ty).to(DOT), do, dv, input_precision=PRECISION)
+    dv = tl.dot(round_to(p_t, DO.dtype.element_ty, DOT), do, dv, input_precision=PRECISION)
     dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
     ds_t = p_t * (dp_t - delta[None, :])
-    dk = tl.dot(ds_t.to(Q.dtype.element_ty).to(DOT), q, dk, input_precision=PRECISION)
+    dk = tl.dot(round_to(ds_t, Q.dtype.element_ty, DOT), q, dk, input_precision=PRECISION)
     return dk, dv
 
 
@@ -287,7 +305,7 @@ def bwd_q_tile(dq, q, do, lse2, delta, K, V, stride_kn, stride_vn, start_n, offs
         p = tl.where(visible, p, 0.0)
     dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
     ds = p * (dp - delta[:, None])
-    return tl.dot(ds.to(K.dtype.element_ty).to(DOT), k, dq, input_precision=PRECISION)
+    return tl.dot(round_to(ds, K.dtype.element_ty, DOT), k, dq, input_precision=PRECISION)
 
 
 @triton.jit

@@ -3,8 +3,8 @@ and a fixed small config under the Triton interpreter.
 
 A kernel is wrapped once, at import, in a `TunedKernel`:
 
-    _fwd = TunedKernel(_fwd_kernel, FWD_CONFIGS, key=[...], interpreter_config=...)
-    _fwd[grid](q, k, ...)          # grid: a function of the chosen config, as with triton.autotune
+    _fwd = TunedKernel(_fwd_kernel, FWD_CONFIGS, TUNING_KEY, prune, {"BLOCK_M": 64, "BLOCK_N": 32})
+    _fwd[lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H)](q, k, ...)   # as with triton.autotune
 
 On a GPU the configs of the device's family (Hopper: sm90+, Ampere: sm80-sm89) are pruned by the
 shapes the call brings (head_dim, how many rows the tiled axis has, the layout block size for the
@@ -34,7 +34,8 @@ def length_bucket(n: int) -> int:
 def _device_family(device: torch.device) -> tuple[str, int]:
     """("hopper" | "ampere", shared memory per block in bytes) of a CUDA device."""
     major, _ = torch.cuda.get_device_capability(device)
-    props = triton.runtime.driver.active.utils.get_device_properties(device.index or 0)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    props = triton.runtime.driver.active.utils.get_device_properties(index)
     return ("hopper" if major >= 9 else "ampere"), props["max_shared_mem"]
 
 

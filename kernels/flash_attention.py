@@ -105,7 +105,7 @@ def _flash_fwd_kernel(Q, K, V, O, LSE, CU_Q, CU_K,
                              BLOCK_N, HEAD_DIM, BLOCK_D, HAS_LEFT, HAS_RIGHT, PRECISION, DOT)
     fwd_store(head_ptr(O, b, q_start, h, stride_ob, stride_ot, stride_oh),
               head_ptr(LSE, b, q_start, h, stride_lb, 1, stride_lh),
-              acc, l_i, m_i, offs_m, offs_d, seqlen_q, stride_ot, HEAD_DIM, BLOCK_D)
+              acc, l_i, m_i, offs_m, offs_d, seqlen_q, stride_ot, HEAD_DIM, BLOCK_D, DOT)
 
 
 @triton.jit
@@ -147,8 +147,8 @@ def _flash_bwd_kv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, CU_Q, CU_K,
                              BLOCK_M, HEAD_DIM, BLOCK_D, HAS_LEFT, HAS_RIGHT, PRECISION, DOT)
     DK = head_ptr(DK, b, k_start, h_kv, stride_dkb, stride_dkt, stride_dkh)
     DV = head_ptr(DV, b, k_start, h_kv, stride_dvb, stride_dvt, stride_dvh)
-    store_rows(DK, stride_dkt, (dk * sm_scale).to(DK.dtype.element_ty), offs_n, seqlen_k, offs_d, HEAD_DIM, BLOCK_D)
-    store_rows(DV, stride_dvt, dv.to(DV.dtype.element_ty), offs_n, seqlen_k, offs_d, HEAD_DIM, BLOCK_D)
+    store_rows(DK, stride_dkt, dk * sm_scale, offs_n, seqlen_k, offs_d, HEAD_DIM, BLOCK_D, DOT)
+    store_rows(DV, stride_dvt, dv, offs_n, seqlen_k, offs_d, HEAD_DIM, BLOCK_D, DOT)
 
 
 @triton.jit
@@ -181,7 +181,7 @@ def _flash_bwd_q_kernel(Q, K, V, DO, DQ, LSE, DELTA, CU_Q, CU_K,
                     0, seqlen_k, lo, full_lo, full_hi, hi, offs_m, offs_d, seqlen_q, seqlen_k, qk_scale, diag,
                     left, right, BLOCK_N, HEAD_DIM, BLOCK_D, HAS_LEFT, HAS_RIGHT, PRECISION, DOT)
     DQ = head_ptr(DQ, b, q_start, h, stride_dqb, stride_dqt, stride_dqh)
-    store_rows(DQ, stride_dqt, (dq * sm_scale).to(DQ.dtype.element_ty), offs_m, seqlen_q, offs_d, HEAD_DIM, BLOCK_D)
+    store_rows(DQ, stride_dqt, dq * sm_scale, offs_m, seqlen_q, offs_d, HEAD_DIM, BLOCK_D, DOT)
 
 
 def _prune(families, rows_key, rows_block, stream_block):

@@ -102,7 +102,7 @@ def _sparse_fwd_kernel(Q, K, V, O, LSE, ROW_PTR, COL_IDX,
                                  lo, full_lo, full_hi, hi, offs_m, offs_d, seqlen, seqlen, qk_scale, 0, 0, 0,
                                  BLOCK_N, HEAD_DIM, BLOCK_D, False, CAUSAL, PRECISION, DOT)
     fwd_store(head_ptr(O, b, 0, h, stride_ob, stride_ot, stride_oh), head_ptr(LSE, b, 0, h, stride_lb, 1, stride_lh),
-              acc, l_i, m_i, offs_m, offs_d, seqlen, stride_ot, HEAD_DIM, BLOCK_D)
+              acc, l_i, m_i, offs_m, offs_d, seqlen, stride_ot, HEAD_DIM, BLOCK_D, DOT)
 
 
 @triton.jit
@@ -140,8 +140,8 @@ def _sparse_bwd_kv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, COL_PTR, ROW_IDX,
                                  qk_scale, 0, 0, 0, BLOCK_M, HEAD_DIM, BLOCK_D, False, CAUSAL, PRECISION, DOT)
     DK = head_ptr(DK, b, 0, h_kv, stride_dkb, stride_dkt, stride_dkh)
     DV = head_ptr(DV, b, 0, h_kv, stride_dvb, stride_dvt, stride_dvh)
-    store_rows(DK, stride_dkt, (dk * sm_scale).to(DK.dtype.element_ty), offs_n, seqlen, offs_d, HEAD_DIM, BLOCK_D)
-    store_rows(DV, stride_dvt, dv.to(DV.dtype.element_ty), offs_n, seqlen, offs_d, HEAD_DIM, BLOCK_D)
+    store_rows(DK, stride_dkt, dk * sm_scale, offs_n, seqlen, offs_d, HEAD_DIM, BLOCK_D, DOT)
+    store_rows(DV, stride_dvt, dv, offs_n, seqlen, offs_d, HEAD_DIM, BLOCK_D, DOT)
 
 
 @triton.jit
@@ -174,7 +174,7 @@ def _sparse_bwd_q_kernel(Q, K, V, DO, DQ, LSE, DELTA, ROW_PTR, COL_IDX,
                         lo, full_lo, full_hi, hi, offs_m, offs_d, seqlen, seqlen, qk_scale, 0, 0, 0,
                         BLOCK_N, HEAD_DIM, BLOCK_D, False, CAUSAL, PRECISION, DOT)
     DQ = head_ptr(DQ, b, 0, h, stride_dqb, stride_dqt, stride_dqh)
-    store_rows(DQ, stride_dqt, (dq * sm_scale).to(DQ.dtype.element_ty), offs_m, seqlen, offs_d, HEAD_DIM, BLOCK_D)
+    store_rows(DQ, stride_dqt, dq * sm_scale, offs_m, seqlen, offs_d, HEAD_DIM, BLOCK_D, DOT)
 
 
 def _prune(families, rows_block, stream_block):
