@@ -280,3 +280,23 @@ def test_real_sandbox_runs_the_blocks_and_reports_errors():
                          tools=lambda: Session(timeout=5.0))
         assert expected in c.text and c.text.count("```output\n") == 1 and c.finish_reason == "eos"
         assert_matches_full_forward(model, prompt, c)
+
+
+def test_real_sandbox_sessions_run_concurrently_and_keep_their_variables():
+    """Three sequences, each with its own session, run two blocks; the second reads the variable the
+    first set, so a block run in another sequence's session (or in none) would print a NameError.
+    The second opener is spelt with other pieces ("```pyth" + "on\n") so the bigram script can
+    lead it to the second program."""
+    Session = _real_session_class()
+    tok = PieceTokenizer(["```python\n", "```pyth", "on\n", "x = 6*7\nprint(x)", "print(x + 1)", "\n```",
+                          "\n```\n", "Q1", "Again."])
+    model = ScriptedModel(tiny_config(vocab_size=len(tok)), script(
+        tok, ["Q1", "```python\n", "x = 6*7\nprint(x)", "\n```"],
+        ["\n```\n", "Again.", "```pyth", "on\n", "print(x + 1)", "\n```"])).eval()
+    prompt = [tok.index["Q1"]]
+    out = generate(model, [prompt], 120, temperature=0, n=3, tokenizer=tok, return_logprobs=True,
+                   tools=lambda: Session(timeout=5.0), max_tool_calls=2)
+    for c in out[0]:
+        assert "```output\n42\n```\nAgain.```python\nprint(x + 1)\n```\n```output\n43\n```" in c.text, c.text
+        assert c.finish_reason == "tool_limit" and c.tool_calls == 2
+        assert_matches_full_forward(model, prompt, c)
