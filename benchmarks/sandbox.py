@@ -144,11 +144,12 @@ def main() -> None:
     if args.n < 1 or args.workers < 1:
         parser.error(f"--n ({args.n}) and --workers ({args.workers}) must be at least 1")
 
+    load_start = os.getloadavg()[0]
     programs = make_programs(args.n)
     expected = [expected_output(code) for code in programs]
     n_scientific = sum(any(m in code for m in ("sympy", "numpy")) for code in programs)
     print(f"{args.n} programs ({n_scientific} use sympy/numpy), {args.workers} at a time, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+          f"{os.cpu_count()} CPUs, load average {load_start:.2f}")
 
     close_pool()
     start = time.perf_counter()
@@ -205,7 +206,8 @@ def main() -> None:
     record = {
         "benchmark": "sandbox", "n_programs": args.n, "n_scientific": n_scientific, "workers": args.workers,
         "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}, {platform.system()} {platform.release()}",
-        "python": platform.python_version(), "load_average_at_start": os.getloadavg()[0],
+        "python": platform.python_version(), "load_average_start": load_start,
+        "load_average_end": os.getloadavg()[0],
         "layers": layers, "pool_startup_s": startup, "pool_seconds": pool_times, "pool_cpu_seconds": pool_cpu,
         "pool_programs_per_s": pool_rate, "pool_idle_cpu_programs_per_s": pool_idle, "pool_correct": pool_correct,
         "baseline": "python -I -c per program", "baseline_n_programs": n_base,
