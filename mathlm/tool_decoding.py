@@ -7,7 +7,7 @@ sequence's decoded text and to run the python blocks it writes.
 - `ToolRunner` runs the blocks in one sandbox session per sequence on a thread pool, so the rest of
   the batch keeps decoding while a block runs (the sandbox is process-based: the threads only wait).
 
-The block format is the data's (mathlm/data/format.py): the model writes "```python\\n<code>\\n```";
+The block format is the data's (mathlm.data.format): the model writes "```python\\n<code>\\n```";
 the engine runs <code> and appends "\\n```output\\n<result>\\n```\\n" (no leading newline when the
 model's last token already ended the line).
 """
@@ -16,15 +16,14 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
-CODE_OPEN = "```python\n"
-CODE_CLOSE = "\n```"
-OUTPUT_OPEN = "\n```output\n"
-OUTPUT_CLOSE = "\n```\n"
+from .data.format import CODE_CLOSE, CODE_OPEN
+from .data.format import output_block as data_output_block
 
 
 def output_block(result: str, after_newline: bool = False) -> str:
-    """The output block appended after a python block (trailing newlines of the result dropped)."""
-    block = OUTPUT_OPEN + result.rstrip("\n") + OUTPUT_CLOSE
+    """The data format's output block for `result`, without its leading newline when the text
+    before it already ends a line."""
+    block = data_output_block(result)
     return block[1:] if after_newline else block
 
 

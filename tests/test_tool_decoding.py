@@ -110,6 +110,24 @@ def test_output_block_follows_the_data_format():
     assert output_block("42", after_newline=True) == "```output\n42\n```\n"
 
 
+def test_a_training_solution_block_round_trips_through_the_watcher():
+    """The text a model trained on mathlm.data writes, plus what the engine appends, is the data's
+    `python_block` exactly."""
+    from mathlm.data.format import code_block, python_block
+
+    code, stdout = "a = 3\nb = 4\nprint(a * b)", "12\n"
+    text = "We multiply.\n" + code_block(code)
+    tokens: list[int] = []
+    w = TextWatcher(TOK, tokens, watch_code=True)
+    closed = []
+    for t in TOK.encode(text, bos=False):
+        tokens.append(t)
+        w.push()
+        closed.append(w.closed_code)
+    assert closed[:-1] == [None] * (len(closed) - 1) and closed[-1] == code
+    assert w.text + w.output_text(stdout) == "We multiply.\n" + python_block(code, stdout)
+
+
 # --------------------------------------------------------------------------- generate(tools=...)
 
 
