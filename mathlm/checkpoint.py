@@ -81,9 +81,27 @@ def load_hf_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None
     hf = read_hf_config(path)
     cfg = ModelConfig.from_hf_config(hf, **config_overrides)
     if dtype is None:
-        dtype = _DTYPES.get(hf.get("torch_dtype") or hf.get("dtype") or "", None)
+        dtype = checkpoint_dtype(hf)
     with torch.device("meta"):
         model = Transformer(cfg)
+    state = load_hf_state_dict(path, model, dtype=dtype, device=device)
+    model.load_state_dict(state, strict=not cfg.tie_embeddings, assign=True)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight
+    return model
+
+
+def checkpoint_dtype(hf_config: dict) -> torch.dtype | None:
+    return _DTYPES.get(hf_config.get("torch_dtype") or hf_config.get("dtype") or "", None)
+
+
+def load_hf_state_dict(path: str | os.PathLike, model: Transformer, dtype: torch.dtype | None = None,
+                       device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Read a folder's tensors as a mathlm state dict, checked against `model` (which may live on
+    the meta device): every expected tensor present, none unexpected, every shape equal.
+    Tensors are read one at a time and cast/moved as they are read (one copy in memory)."""
+    path = Path(path)
+    cfg = model.config
     expected = {hf_name(n): p for n, p in model.state_dict().items()}
     if cfg.tie_embeddings:
         expected.pop("lm_head.weight", None)
@@ -117,10 +135,7 @@ def load_hf_checkpoint(path: str | os.PathLike, dtype: torch.dtype | None = None
         shown = ", ".join(repr(m) for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ValueError(f"checkpoint {path} is missing tensor(s) {shown} (expected shapes: "
                          f"{', '.join(str(tuple(expected[m].shape)) for m in missing[:5])})")
-    model.load_state_dict(state, strict=not cfg.tie_embeddings, assign=True)
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.embed_tokens.weight
-    return model
+    return state
 
 
 def save_hf_checkpoint(model: Transformer, path: str | os.PathLike, max_shard_size: int | str = "5GB",

@@ -187,6 +187,44 @@ def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # a DTensor under FSDP2
 
 
+def fsdp_memory_plan(model: nn.Module, n_gpus: int, rows: int, seq_len: int, activation_checkpointing: bool = True,
+                     param_bytes: int = 4, compute_bytes: int = 2) -> dict[str, float]:
+    """Estimated GiB per GPU of FSDP2 training (full sharding, bf16 compute, fp32 masters, AdamW).
+
+    model may live on the meta device. rows: sequences per GPU per forward (a DPO pair is 2 rows).
+    Sharded over n_gpus: fp32 weights, fp32 gradients and AdamW's two moments (16 bytes/param).
+    Unsharded while in use: the root's own parameters (embedding, final norm, output head) and two
+    transformer blocks in bf16 (the one running and the one prefetched). Activations: with
+    checkpointing, each block's input plus one block's recomputed intermediates; without, every
+    block's intermediates. Logits: bf16 logits and their gradient over the vocabulary (the loss
+    works on them in fp32 chunks). Framework overhead (CUDA context, allocator fragmentation) is a
+    separate `overhead` line of 3 GiB.
+    """
+    from .model import Block
+
+    cfg = model.config
+    gib = 1024 ** 3
+    n_params = sum(p.numel() for p in model.parameters())
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    block_params = sum(p.numel() for p in blocks[0].parameters()) if blocks else 0
+    root_params = n_params - block_params * len(blocks)
+    tokens = rows * seq_len
+    per_block_act = tokens * (6 * cfg.dim + 4 * cfg.hidden_dim) * compute_bytes  # q,k,v,o,attn,norms + gate,up,act,down
+    plan = {
+        "weights (fp32, sharded)": n_params * param_bytes / n_gpus / gib,
+        "gradients (fp32, sharded)": n_params * param_bytes / n_gpus / gib,
+        "AdamW moments (fp32, sharded)": 2 * n_params * 4 / n_gpus / gib,
+        "gathered root params (bf16)": root_params * compute_bytes / gib,
+        "gathered blocks (bf16, 2 in flight)": 2 * block_params * compute_bytes / gib,
+        "activations": ((len(blocks) * tokens * cfg.dim * compute_bytes + per_block_act) if activation_checkpointing
+                        else len(blocks) * per_block_act) / gib,
+        "logits + grad (bf16)": 2 * tokens * cfg.vocab_size * compute_bytes / gib,
+        "overhead": 3.0,
+    }
+    plan["total"] = sum(plan.values())
+    return plan
+
+
 # ------------------------------------------------------------------------------------------ state dicts
 
 

@@ -113,3 +113,29 @@ def win_rate(correct_a: Sequence[bool], correct_b: Sequence[bool],
     n = max(len(correct_a), 1)
     return {"n": len(correct_a), "win": wins / n, "tie": ties / n, "loss": losses / n,
             "win_rate": wins / n, "net": (wins - losses) / n}
+
+
+def evaluate_model(model, tokenizer, problems: Sequence[dict], *, max_new_tokens: int = 320, n: int = 1,
+                   temperature: float = 0.0, ks: Sequence[int] = (1,), tools: bool = True, tool_timeout: float = 2.0,
+                   batch_size: int = 256, seed: int = 0) -> dict:
+    """Sample `n` completions per problem with mathlm's engine (python blocks executed when `tools`),
+    grade them, and summarize. Returns {"summary": summarize(...), "graded": [...], "completions": [[text]]}.
+
+    Greedy (temperature 0, n=1) gives accuracy; n > 1 at a temperature gives pass@k / maj@k for k in `ks`.
+    """
+    from .sampling import generate  # the metrics above need no torch; this does
+    from .sandbox import Session
+
+    factory = (lambda: Session(timeout=tool_timeout)) if tools else None
+    was_training = model.training
+    model.eval()
+    texts: list[list[str]] = []
+    for start in range(0, len(problems), batch_size):
+        chunk = problems[start:start + batch_size]
+        prompts = [tokenizer.encode_prompt(p["question"]) for p in chunk]
+        outs = generate(model, prompts, max_new_tokens, temperature=temperature, n=n, tokenizer=tokenizer,
+                        tools=factory, seed=seed + start)
+        texts += [[c.text for c in o] for o in outs]
+    model.train(was_training)
+    graded = grade_completions(problems, texts)
+    return {"summary": summarize(problems, graded, ks), "graded": graded, "completions": texts}

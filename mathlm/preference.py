@@ -41,7 +41,7 @@ from .batching import SFTExample, collate_padded, encode_sft_records
 from .losses import DPO_LOSS_TYPES, dpo_loss, sequence_logprobs
 
 __all__ = ["build_preference_pairs", "PreferenceExample", "encode_preference_pairs", "collate_preference",
-           "precompute_reference_logps", "DPOLoss"]
+           "precompute_reference_logps", "sample_preference_pairs", "DPOLoss"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,32 +172,64 @@ def precompute_reference_logps(ref_model: nn.Module, examples: Sequence[Preferen
     The pairs are visited longest first in batches of `batch_size` (little padding), with the
     forward and `sequence_logprobs` of `DPOLoss`, in eval mode, under bf16 autocast on a GPU when
     `bf16` (as the Trainer's default), float32 otherwise. Afterwards `ref_model` may be deleted.
+
+    Under torchrun every rank must call it with the same examples: each rank computes an equal
+    share of the batches (ranks run the same number of forwards, which a sharded FSDP2 model
+    needs) and the results are all-gathered, so every rank ends with every pair's values.
     """
+    import torch.distributed as dist
+
     if batch_size < 1:
         raise ValueError(f"batch_size ({batch_size}) must be >= 1")
     device = next(ref_model.parameters()).device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     was_training = ref_model.training
     ref_model.eval()
     order = sorted(range(len(examples)), key=lambda i: -max(len(examples[i].chosen.ids), len(examples[i].rejected.ids)))
-    t0, done = time.perf_counter(), 0
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    per_rank = -(-len(batches) // world)
+    mine = batches[rank * per_rank:(rank + 1) * per_rank]
+    mine += [batches[-1]] * (per_rank - len(mine))  # equal forward counts on every rank (results ignored)
+    results: dict[int, tuple[float, float]] = {}
+    t0 = time.perf_counter()
     try:
-        for start in range(0, len(order), batch_size):
-            chunk = [examples[i] for i in order[start:start + batch_size]]
+        for n_done, idx in enumerate(mine, 1):
+            chunk = [examples[i] for i in idx]
             batch = collate_padded([e.chosen for e in chunk] + [e.rejected for e in chunk], pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast:
                 chosen, rejected, _ = _pair_logps(ref_model, batch)
-            for e, c, r in zip(chunk, chosen.tolist(), rejected.tolist()):
-                e.ref_chosen_logp, e.ref_rejected_logp = c, r
-            done += len(chunk)
-            if progress and (time.perf_counter() - t0 > 10 or done == len(order)):
+            results.update(zip(idx, zip(chosen.tolist(), rejected.tolist())))
+            if progress and rank == 0 and (time.perf_counter() - t0 > 10 or n_done == len(mine)):
                 elapsed = time.perf_counter() - t0
-                print(f"reference log-probs: {done}/{len(order)} pairs, {elapsed:.0f}s, "
-                      f"eta {elapsed / done * (len(order) - done):.0f}s", file=sys.stderr, flush=True)
+                print(f"reference log-probs: {n_done}/{len(mine)} batches{' per rank' if world > 1 else ''}, "
+                      f"{elapsed:.0f}s, eta {elapsed / n_done * (len(mine) - n_done):.0f}s", file=sys.stderr, flush=True)
     finally:
         ref_model.train(was_training)
+    if distributed:
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, results)
+        for part in gathered:
+            results.update(part)
+    for i, (c, r) in results.items():
+        examples[i].ref_chosen_logp, examples[i].ref_rejected_logp = c, r
     return examples
+
+
+def sample_preference_pairs(model: nn.Module, tokenizer, problems: Sequence[dict], k: int = 4,
+                            temperature: float = 0.7, max_new_tokens: int = 320, max_pairs_per_prompt: int = 2,
+                            tools: bool = True, seed: int = 0) -> list[dict]:
+    """On-policy pairs: k graded samples per problem from `model` (python blocks run when `tools`),
+    paired by `build_preference_pairs` (correct = chosen, wrong = rejected)."""
+    from .rft import ModelSampler, rejection_sample
+    from .sandbox import Session
+
+    sampler = ModelSampler(model, tokenizer, max_new_tokens, tools=(lambda: Session(timeout=2.0)) if tools else None,
+                           name="policy")
+    result = rejection_sample([sampler], problems, k, temperature, seed=seed, progress=False)
+    return build_preference_pairs(result.samples, max_pairs_per_prompt=max_pairs_per_prompt, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 model). `Tokenizer.train` builds a BPE model for our own data with byte fallback (no unknown
 characters, ever) and every digit its own token, which is what lets a small model do arithmetic
 digit by digit. Text is kept verbatim (identity normalization, no dummy prefix, whitespace kept),
-because indentation and newlines matter in the Python blocks of mixed solutions.
+because indentation and newlines matter in the Python blocks of mixed solutions. Newlines and the
+code fences are atomic tokens (`ATOMIC_SYMBOLS`), so no piece spans the boundary of a python block.
 
 The template: a prompt is `PROMPT_TEMPLATE.format(question=...)`, encoded with BOS; the response is
 encoded on its own and ends with EOS. The loss covers the response tokens only, so
@@ -20,6 +21,10 @@ import sentencepiece as spm
 
 PROMPT_TEMPLATE = "Question: {question}\nAnswer:\n"
 TOKENIZER_FILE = "tokenizer.model"
+# Pieces that no learnt piece may span. The sampling engine pauses when a python block's closing
+# fence appears and appends the output block itself; a piece like ")\n```\n```" (close this block
+# and open the next fence) would make the model write half of the next fence on its own.
+ATOMIC_SYMBOLS = ("\n", "```python", "```output", "```")
 
 
 class Tokenizer:
@@ -49,7 +54,7 @@ class Tokenizer:
         """Train a BPE model (byte fallback, digits split, text verbatim) and save it to `path`.
 
         ids: 0 pad, 1 bos, 2 eos, 3 unk (never produced: byte fallback covers every character), then
-        256 byte pieces, then the learnt pieces. `vocab_size` is an upper bound: a small corpus may
+        the atomic symbols (newline, code fences), 256 byte pieces, then the learnt pieces. `vocab_size` is an upper bound: a small corpus may
         yield fewer merges, and `len(tokenizer)` is the real size.
         """
         if vocab_size < 300:
@@ -63,6 +68,7 @@ class Tokenizer:
             remove_extra_whitespaces=False, add_dummy_prefix=False, allow_whitespace_only_pieces=True,
             character_coverage=1.0, pad_id=0, bos_id=1, eos_id=2, unk_id=3, hard_vocab_limit=False,
             max_sentence_length=max_sentence_length, num_threads=os.cpu_count() or 1, minloglevel=2,
+            user_defined_symbols=list(ATOMIC_SYMBOLS),
         )
         tok = cls(buf.getvalue())
         if path is not None:

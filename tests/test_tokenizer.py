@@ -43,6 +43,16 @@ def test_every_digit_is_its_own_token(tok):
     assert digit_pieces == list("1234567890") + ["4", "2"]
 
 
+def test_no_piece_spans_a_newline_or_a_code_fence(tok):
+    """The engine appends output blocks after a closing fence: the fence must be a token of its own."""
+    t, _ = tok
+    text = "x = 3\nprint(x * 2)\n```\n```output\n6\n```\nThe answer is \\boxed{6}."
+    pieces = [t.id_to_piece(i) for i in t.encode(text, bos=False)]
+    for p in pieces:
+        assert p in ("\n", "```", "```python", "```output") or ("\n" not in p and "`" not in p), p
+    assert pieces.count("```") == 2 and pieces.count("```output") == 1
+
+
 def test_byte_fallback_never_produces_unknown(tok):
     t, _ = tok
     ids = t.encode("ʃ∮ƛ", bos=False)

@@ -1,0 +1,220 @@
+"""Building blocks the recipes share, so that no recipe is a copy of another.
+
+- `RunConfig` + `prepare_run(cfg)`: the arguments every recipe takes (`--checkpoint` folder or preset,
+  `--data` JSONL, `--out`, tokenizer, batch shape) and what they resolve to (distributed setup,
+  records, tokenizer, model).
+- `load_model(checkpoint, ...)`: a Hugging Face layout folder, or a preset name built fresh.
+- `lm_examples` / `lm_batches`: records or raw texts -> packed, resumable micro-batches.
+- `train_lm(...)`: pretraining or SFT with the one Trainer; optionally evaluates greedy accuracy on
+  a validation split every `eval_every` steps and restores the best weights at the end (starting
+  checkpoints are chosen on validation data, never on the test split).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from . import distributed as D
+from .batching import BatchIterator, SFTExample, collate_packed, encode_sft_records, pack_examples
+from .checkpoint import load_hf_checkpoint
+from .config import PRESETS, ModelConfig
+from .model import Transformer
+from .rl import RLConfig, RLTrainer
+from .tokenizer import TOKENIZER_FILE, Tokenizer
+from .train import Trainer, TrainConfig, causal_lm_loss
+
+
+@dataclass
+class RunConfig(TrainConfig):
+    """The arguments every recipe takes, on top of the Trainer's."""
+
+    checkpoint: str = "tiny"             # HF-layout folder (config.json + safetensors) or a preset name
+    data: str = ""                       # JSONL records; empty: generate a small dataset with mathlm.data
+    out: str = "runs/recipe"             # output folder (metrics, checkpoints, the final model)
+    tokenizer: str = ""                  # sentencepiece model; empty: the checkpoint folder's, else trained on the data
+    vocab_size: int = 1024               # vocabulary of a tokenizer trained here
+    n_per_domain: int = 20               # generated records per domain when --data is empty
+    batch_size: int = 16                 # rows per micro-batch, all ranks together
+    seq_len: int = 384                   # tokens per (packed) row
+    out_dir: str = dataclasses.field(default="runs/recipe", init=False)  # set from --out
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.out_dir = self.out  # the Trainer writes metrics and checkpoints under --out
+
+
+@dataclass
+class Run:
+    cfg: RunConfig
+    dist: D.DistInfo
+    records: list[dict]
+    tokenizer: Tokenizer
+    model: Transformer
+
+
+def load_records(cfg: RunConfig, required: Sequence[str] = ("question", "answer")) -> list[dict]:
+    """--data as JSONL (validated, errors name file:line), or freshly generated records."""
+    from .data import generate_dataset, read_jsonl
+
+    if cfg.data:
+        return read_jsonl(cfg.data, required_fields=tuple(required))
+    return generate_dataset(n_per_domain=cfg.n_per_domain, seed=cfg.seed)
+
+
+def load_tokenizer(cfg: RunConfig, records: Sequence[dict], text_keys: Sequence[str] = ("question", "mixed")) -> Tokenizer:
+    if cfg.tokenizer:
+        return Tokenizer.from_file(cfg.tokenizer)
+    if (Path(cfg.checkpoint) / TOKENIZER_FILE).is_file():
+        return Tokenizer.from_file(cfg.checkpoint)
+    texts = [r[k] for r in records for k in text_keys if isinstance(r.get(k), str) and r[k]]
+    return Tokenizer.train(texts, vocab_size=cfg.vocab_size)
+
+
+def prepare_run(cfg: RunConfig, model_overrides: dict | None = None,
+                required: Sequence[str] = ("question", "answer"), text_keys: Sequence[str] = ("question", "mixed")) -> Run:
+    """Distributed setup (a no-op without torchrun), records, tokenizer and model for a recipe."""
+    info = D.init_distributed()
+    records = load_records(cfg, required)
+    tokenizer = load_tokenizer(cfg, records, text_keys)
+    model = load_model(cfg.checkpoint, tokenizer, device=info.device, seed=cfg.seed, **(model_overrides or {}))
+    if len(tokenizer) > model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}")
+    return Run(cfg, info, list(records), tokenizer, model)
+
+
+def load_model(checkpoint: str, tokenizer=None, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+               seed: int = 0, **overrides) -> Transformer:
+    """`checkpoint` is an HF-layout folder (config.json + safetensors) or a preset name (fresh weights,
+    vocabulary sized to `tokenizer` when given). `overrides` change ModelConfig fields."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        return load_hf_checkpoint(path, dtype=dtype, device=device, **overrides)
+    if checkpoint not in PRESETS:
+        raise ValueError(f"checkpoint {checkpoint!r} is neither a folder nor a preset; presets: {', '.join(PRESETS)}")
+    if tokenizer is not None:
+        overrides.setdefault("vocab_size", len(tokenizer))
+        overrides.setdefault("bos_id", tokenizer.bos_id)
+        overrides.setdefault("eos_id", tokenizer.eos_id)
+        overrides.setdefault("pad_id", tokenizer.pad_id)
+    cfg = ModelConfig.from_preset(checkpoint, **overrides)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = Transformer(cfg)
+    return model.to(dtype) if dtype is not None else model
+
+
+def lm_examples(tokenizer, records: Sequence[dict] | None = None, texts: Sequence[str] | None = None, *,
+                response_key: str = "mixed", max_len: int = 512) -> list[SFTExample]:
+    """SFT examples from records (loss on the response only) or pretraining examples from raw
+    texts (every token a target, BOS ... EOS, cut at max_len)."""
+    if (records is None) == (texts is None):
+        raise ValueError("pass exactly one of records= (SFT) or texts= (pretraining)")
+    if records is not None:
+        return encode_sft_records(records, tokenizer, max_len, response_key=response_key)
+    out = []
+    for text in texts:
+        ids = tokenizer.encode(text, bos=True, eos=True)[:max_len + 1]
+        if len(ids) >= 2:
+            out.append(SFTExample(ids, 1))
+    return out
+
+
+def lm_batches(examples: Sequence[SFTExample], tokenizer, batch_size: int, seq_len: int, seed: int = 0) -> BatchIterator:
+    """Pack examples into rows of `seq_len` tokens (document_ids keep them apart) and iterate.
+
+    A dataset too small for one batch of `batch_size` rows gets smaller batches (a notice says so)."""
+    rows = pack_examples(examples, seq_len)
+    world = D.get_world_size()
+    if len(rows) < batch_size:
+        smaller = len(rows) // world * world
+        if smaller < world:
+            raise ValueError(f"{len(examples)} examples pack into {len(rows)} rows of {seq_len} tokens: too few "
+                             f"for {world} ranks")
+        if D.is_main_process():
+            print(f"note: {len(examples)} examples pack into {len(rows)} rows of {seq_len} tokens; batch_size "
+                  f"{batch_size} -> {smaller}", flush=True)
+        batch_size = smaller
+    return BatchIterator(rows, batch_size, partial(collate_packed, seq_len=seq_len, pad_id=tokenizer.pad_id), seed=seed)
+
+
+class BestWeights:
+    """Keeps a copy of the weights with the best validation score seen so far."""
+
+    def __init__(self, metric: str = "accuracy"):
+        self.metric, self.best, self.step, self.state = metric, float("-inf"), -1, None
+        self.history: list[dict] = []
+
+    def update(self, model: torch.nn.Module, step: int, results: dict) -> None:
+        self.history.append({"step": step, **results})
+        if results[self.metric] > self.best:
+            self.best, self.step = results[self.metric], step
+            self.state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def restore(self, model: torch.nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
+def train_lm(model: Transformer, tokenizer, examples: Sequence[SFTExample], train: TrainConfig, *,
+             batch_size: int, seq_len: int, val_problems: Sequence[dict] | None = None, eval_every: int = 0,
+             eval_kwargs: dict | None = None, loss_fn=causal_lm_loss) -> tuple[Trainer, BestWeights | None]:
+    """Train on `examples` for `train.max_steps`; with `val_problems`, evaluate greedy accuracy every
+    `eval_every` steps (and at the end) and leave the model at its best validation weights."""
+    from .evaluation import evaluate_model
+
+    batches = lm_batches(examples, tokenizer, batch_size, seq_len, seed=train.seed)
+    best = BestWeights() if val_problems else None
+
+    def eval_fn(m):
+        summary = evaluate_model(m, tokenizer, val_problems, **(eval_kwargs or {}))["summary"]
+        best.update(m, trainer.global_step, {"accuracy": summary["accuracy"]})
+        return {"val_accuracy": summary["accuracy"]}
+
+    if best is not None and eval_every:
+        train = copy.copy(train)
+        train.eval_every = eval_every
+    trainer = Trainer(model, train, loss_fn, batches, eval_fn if best is not None else None, tokenizer=tokenizer)
+    trainer.train()
+    if best is not None:
+        best.restore(model)
+    return trainer, best
+
+
+@dataclass
+class RLRunConfig(RunConfig):
+    """A PPO/GRPO recipe: the run, the RL settings (`--rl.<field>`) and how long."""
+
+    rl: RLConfig = dataclasses.field(default_factory=RLConfig)
+    rl_steps: int = 20                   # RL steps (rollout + updates); max_steps is derived from it
+    reward_model: str = ""               # folder of a reward model (mathlm.reward) scored into the reward
+    lr: float = 3e-5                     # RL wants an lr about 10x below SFT's (CALIBRATION.md)
+    weight_decay: float = 0.0
+    log_every: int = 1000                # the inner optimizer steps; RL steps log through RLTrainer
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.max_steps = self.rl_steps * self.rl.updates_per_step
+
+
+def run_rl(cfg: RLRunConfig, run: Run | None = None):
+    """PPO or GRPO (cfg.rl.algorithm) on the records' questions, graded against their answers.
+
+    Under torchrun each rank rolls out its own share of the problems with its own seed and the
+    gradients are averaged (DDP/FSDP2), so the rollout batch grows with the number of ranks.
+    Returns the RLTrainer (its `history` holds one statistics dict per RL step)."""
+    run = run or prepare_run(cfg)
+    problems = run.records[run.dist.rank::run.dist.world_size]
+    rl = dataclasses.replace(cfg.rl, seed=cfg.rl.seed + 7919 * run.dist.rank)
+    reward_model = None
+    if cfg.reward_model:
+        from .reward import RewardModel
+        reward_model = RewardModel.load(cfg.reward_model, device=run.dist.device)
+    trainer = RLTrainer(run.model, run.tokenizer, problems, rl, cfg, reward_model=reward_model)
+    trainer.train(cfg.rl_steps)
+    return trainer
