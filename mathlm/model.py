@@ -23,7 +23,7 @@ Architecture (as LLaMA-2/3, Mistral, Qwen2, DeepSeek-Math):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -95,6 +95,8 @@ class AttentionMask:
     [0, q_start + T). A query sees a key when the key's slot is not after its own (causal), the key
     holds a real token (`key_valid`), both belong to the same document (`document_ids`, packing)
     and the key is within the sliding window. A query always sees itself, so padding rows stay finite.
+    What the backends derive from it (the dense mask, varlen offsets, sparse layouts) is built on
+    first use and cached here, so the layers of one forward share it.
     """
 
     q_start: int
@@ -102,6 +104,7 @@ class AttentionMask:
     key_valid: torch.Tensor | None = None  # (B, S) bool, None = every slot is real
     document_ids: torch.Tensor | None = None  # (B, T) int, only without a cache (S == T)
     window: int | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_keys(self) -> int:
@@ -111,6 +114,11 @@ class AttentionMask:
     def is_plain_causal(self) -> bool:
         """True when torch's `is_causal` (or flash's causal flag) alone describes the mask."""
         return self.key_valid is None and self.document_ids is None and self.window is None
+
+    def cached(self, key, build):
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
 
     def dense(self, device: torch.device, extra: torch.Tensor | None = None) -> torch.Tensor:
         """The mask as a (B or 1, 1, T, S) bool tensor (True = attend); `extra` (.., T, S) is ANDed in."""
@@ -128,6 +136,30 @@ class AttentionMask:
             allowed = allowed & extra
         allowed = allowed | (q == k)[None]
         return allowed[:, None]
+
+    def packed_offsets(self) -> tuple[torch.Tensor, int]:
+        """Packed documents as varlen sequences: (cu_seqlens int32 over B*T tokens, max length)."""
+        def build():
+            ids = self.document_ids
+            B, T = ids.shape
+            starts = torch.ones_like(ids, dtype=torch.bool)
+            starts[:, 1:] = ids[:, 1:] != ids[:, :-1]  # each maximal run of equal ids is one sequence
+            flat = starts.flatten().nonzero().flatten()
+            cu = torch.cat([flat, flat.new_tensor([B * T])]).to(torch.int32)
+            return cu, int((cu[1:] - cu[:-1]).max())
+        return self.cached("packed", build)
+
+    def padded_offsets(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Left padding as varlen: (flat indices of the real keys, cu_seqlens_q, cu_seqlens_k, max keys)."""
+        def build():
+            valid = self.key_valid
+            B = valid.shape[0]
+            n_valid = valid.sum(1)
+            keep = valid.flatten().nonzero().flatten()
+            cu_k = torch.cat([n_valid.new_zeros(1), n_valid.cumsum(0)]).to(torch.int32)
+            cu_q = (torch.arange(B + 1, device=valid.device) * self.n_queries).to(torch.int32)
+            return keep, cu_q, cu_k, int(n_valid.max())
+        return self.cached("padded", build)
 
 
 class KVCache:
@@ -184,7 +216,7 @@ def _sdpa(q, k, v, mask: AttentionMask, extra: torch.Tensor | None = None) -> to
         if mask.q_start == 0 or not is_causal:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, enable_gqa=gqa)
             return out.transpose(1, 2)
-    allowed = mask.dense(q.device, extra)
+    allowed = mask.cached(("dense", q.device), lambda: mask.dense(q.device)) if extra is None else mask.dense(q.device, extra)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=gqa)
     return out.transpose(1, 2)
 
@@ -199,42 +231,35 @@ def _flash(q, k, v, mask: AttentionMask) -> torch.Tensor:
     if mask.key_valid is None and mask.document_ids is None:
         return flash_attention(q, k, v, causal=True, window_size=window)
     if mask.document_ids is not None:
-        # Packed documents: each maximal run of equal ids in a row is one sequence.
-        ids = mask.document_ids
-        starts = torch.ones_like(ids, dtype=torch.bool)
-        starts[:, 1:] = ids[:, 1:] != ids[:, :-1]
-        flat = starts.flatten().nonzero().flatten()
-        cu = torch.cat([flat, flat.new_tensor([B * T])]).to(torch.int32)
-        max_len = int((cu[1:] - cu[:-1]).max())
+        cu, max_len = mask.packed_offsets()
         out = flash_attention_varlen(q.reshape(B * T, H, D), k.reshape(B * T, -1, D), v.reshape(B * T, -1, D),
                                      cu, cu, max_len, max_len, causal=True, window_size=window)
         return out.view(B, T, H, D)
-    # Left padding: the real keys of each row are the contiguous slots [pad, S).
-    valid = mask.key_valid[:, :S]
-    n_valid = valid.sum(1)
-    keep = valid.flatten().nonzero().flatten()
+    # Left padding: the real keys of each row are the contiguous slots [pad, S); with bottom-right
+    # causal alignment query i of a row sees its keys up to its own slot.
+    keep, cu_q, cu_k, max_k = mask.padded_offsets()
     k_packed = k.reshape(B * S, -1, D).index_select(0, keep)
     v_packed = v.reshape(B * S, -1, D).index_select(0, keep)
-    zero = n_valid.new_zeros(1)
-    cu_k = torch.cat([zero, n_valid.cumsum(0)]).to(torch.int32)
-    cu_q = (torch.arange(B + 1, device=q.device) * T).to(torch.int32)
-    out = flash_attention_varlen(q.reshape(B * T, H, D), k_packed, v_packed, cu_q, cu_k, T,
-                                 int(n_valid.max()), causal=True, window_size=window)
+    out = flash_attention_varlen(q.reshape(B * T, H, D), k_packed, v_packed, cu_q, cu_k, T, max_k,
+                                 causal=True, window_size=window)
     return out.view(B, T, H, D)
 
 
 def _sparse(q, k, v, mask: AttentionMask, cfg: ModelConfig, pattern: str) -> torch.Tensor:
-    """Block-sparse attention for a non-dense layer; the reference path on CPU or with masks."""
+    """Block-sparse attention for a non-dense layer. The kernel serves training and prefill (it picks
+    its reference path on CPU); with padding, packing or a cache the layout becomes a token mask for sdpa."""
     from mathlm.kernels import block_sparse_attention
     from mathlm.kernels.sparse_layouts import layout_for_pattern, layout_to_token_mask
 
-    n_blocks = -(-mask.n_keys // cfg.sparse_block_size)
-    layout = layout_for_pattern(pattern, n_blocks, cfg)  # (1, nb, nb) bool, causal
-    if q.is_cuda and mask.is_plain_causal and mask.q_start == 0:
-        return block_sparse_attention(q, k, v, layout, cfg.sparse_block_size, causal=True)
-    token_mask = layout_to_token_mask(layout.to(q.device), cfg.sparse_block_size, mask.n_keys)  # (1, S, S)
-    extra = token_mask[:, mask.q_start:mask.n_keys, :]  # (1, T, S)
-    return _sdpa(q, k, v, mask, extra)
+    bs = cfg.sparse_block_size
+    n_blocks = -(-mask.n_keys // bs)
+    layout = mask.cached(("layout", pattern, q.device),
+                         lambda: layout_for_pattern(pattern, n_blocks, cfg).to(q.device))  # (1, nb, nb) bool, causal
+    if mask.is_plain_causal and mask.q_start == 0:
+        return block_sparse_attention(q, k, v, layout, bs, causal=True)
+    token_mask = mask.cached(("token_mask", pattern, q.device),
+                             lambda: layout_to_token_mask(layout, bs, mask.n_keys)[:, mask.q_start:mask.n_keys, :])
+    return _sdpa(q, k, v, mask, token_mask)  # token_mask (1, T, S)
 
 
 class Attention(nn.Module):
@@ -391,7 +416,7 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, *, position_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, document_ids: torch.Tensor | None = None,
-                cache: KVCache | None = None, return_hidden: bool = False) -> torch.Tensor:
+                cache: KVCache | None = None, return_hidden: bool = False, validate: bool = True) -> torch.Tensor:
         """tokens (B, T) -> logits (B, T, vocab), or final hidden states (B, T, dim) with `return_hidden`.
 
         attention_mask (B, T): 1 for real tokens, 0 for (left) padding of these T tokens.
@@ -399,8 +424,11 @@ class Transformer(nn.Module):
             restart at each document. Not combinable with a cache.
         position_ids (B, T): RoPE positions; derived from the masks when omitted.
         cache: a KVCache; the tokens go to slots [cache.pos, cache.pos + T) and cache.pos advances.
+        validate: check token ids and lengths (a device sync); engines that feed their own sampled
+            tokens may turn it off.
         """
-        self._check_tokens(tokens, cache)
+        if validate:
+            self._check_tokens(tokens, cache)
         B, T = tokens.shape
         dev = tokens.device
         q_start = cache.pos if cache is not None else 0

@@ -162,7 +162,8 @@ def _pack_slots(cache: KVCache) -> None:
 def _forward_last(model: Transformer, tokens: torch.Tensor, mask: torch.Tensor | None,
                   cache: KVCache) -> torch.Tensor:
     """Feed tokens (B, T) through the cache; float32 logits (B, V) of the last position only."""
-    hidden = model(tokens, attention_mask=mask, cache=cache, return_hidden=True)[:, -1]
+    # The engine checked the prompts and the cache room itself; skip the per-step validation sync.
+    hidden = model(tokens, attention_mask=mask, cache=cache, return_hidden=True, validate=False)[:, -1]
     return model.lm_head(hidden).float()
 
 
