@@ -41,7 +41,7 @@ class RunConfig(TrainConfig):
     vocab_size: int = 1024               # vocabulary of a tokenizer trained here
     n_per_domain: int = 20               # generated records per domain when --data is empty
     batch_size: int = 16                 # rows per micro-batch, all ranks together
-    seq_len: int = 384                   # tokens per (packed) row
+    seq_len: int = 384                   # tokens per (packed) row; longer examples are cut to it
     out_dir: str = dataclasses.field(default="runs/recipe", init=False)  # set from --out
 
     def __post_init__(self):

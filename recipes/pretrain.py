@@ -28,7 +28,6 @@ from mathlm.stages import RunConfig, lm_examples, prepare_run, train_lm  # noqa:
 class PretrainConfig(RunConfig):
     out: str = "runs/pretrain"           # output folder
     text_key: str = ""                   # JSONL field holding the text; empty: question + solutions of math records
-    max_len: int = 512                   # documents are cut at this many tokens
     lr: float = 2e-3
     warmup_steps: int = 20
     max_steps: int = 100
@@ -48,7 +47,7 @@ def main(argv=None) -> dict:
     run = prepare_run(cfg, required=required, text_keys=text_keys)
 
     # ---- data
-    examples = lm_examples(run.tokenizer, texts=documents(run.records, cfg.text_key), max_len=cfg.max_len)
+    examples = lm_examples(run.tokenizer, texts=documents(run.records, cfg.text_key), max_len=cfg.seq_len)
 
     # ---- train
     trainer, _ = train_lm(run.model, run.tokenizer, examples, cfg, batch_size=cfg.batch_size, seq_len=cfg.seq_len)

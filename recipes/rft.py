@@ -41,7 +41,6 @@ class RFTConfig(RunConfig):
     max_paths: int = 4                   # distinct correct paths kept per problem
     max_new_tokens: int = 320            # tokens per sampled path (tool output included)
     tools: bool = True                   # run the python blocks while sampling
-    max_len: int = 384                   # tokens per training example
     lr: float = 1e-3
     warmup_steps: int = 10
     max_steps: int = 100
@@ -76,7 +75,7 @@ def main(argv=None) -> dict:
         raise SystemExit("RFT found no correct path and --gold gave no solution: nothing to train on")
 
     # ---- fine-tune
-    examples = lm_examples(run.tokenizer, records, response_key="response", max_len=cfg.max_len)
+    examples = lm_examples(run.tokenizer, records, response_key="response", max_len=cfg.seq_len)
     trainer, _ = train_lm(run.model, run.tokenizer, examples, cfg, batch_size=cfg.batch_size,
                           seq_len=cfg.seq_len)
 

@@ -29,7 +29,6 @@ from mathlm.stages import RunConfig, lm_examples, prepare_run, train_lm  # noqa:
 class SFTConfig(RunConfig):
     out: str = "runs/sft"                # output folder
     format: str = "mixed"                # which solution trains: mixed, cot or pot
-    max_len: int = 384                   # tokens per example (prompt + response)
     lr: float = 2e-3
     warmup_steps: int = 20
     max_steps: int = 200
@@ -53,7 +52,7 @@ def main(argv=None) -> dict:
     records, val = run.records, None
     if cfg.val_fraction > 0:
         records, val = train_test_split(records, test_fraction=cfg.val_fraction, seed=cfg.seed)
-    examples = lm_examples(run.tokenizer, records, response_key=cfg.format, max_len=cfg.max_len)
+    examples = lm_examples(run.tokenizer, records, response_key=cfg.format, max_len=cfg.seq_len)
 
     # ---- train
     trainer, best = train_lm(run.model, run.tokenizer, examples, cfg, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
