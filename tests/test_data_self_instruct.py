@@ -55,6 +55,28 @@ def test_self_instruct_keeps_consistent_new_problems():
     assert not any(near_copy in p for p in model.solve_prompts)
 
 
+def test_self_instruct_batches_a_round_through_a_batch_method():
+    """A callable with .batch gets each round's prompts in two calls (tasks, then solutions) and
+    the result equals the prompt-by-prompt run."""
+    seeds = generate_dataset(["arithmetic"], n_per_domain=6, seed=0, verify=False)
+    problems = ["What is 12 plus 30?", "Compute 7 times 8 for the shop.", "What is 5 plus 9 in the box?"]
+
+    class Batched(ScriptedModel):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.batch_sizes = []
+
+        def batch(self, prompts):
+            self.batch_sizes.append(len(prompts))
+            return [self(p) for p in prompts]
+
+    batched = Batched(list(problems))
+    kept = self_instruct(seeds, batched, rounds=1, per_round=3, k=3, n_solutions=2, seed=0)
+    plain = self_instruct(seeds, ScriptedModel(list(problems)), rounds=1, per_round=3, k=3, n_solutions=2, seed=0)
+    assert [r["question"] for r in kept] == [r["question"] for r in plain] == problems
+    assert batched.batch_sizes == [3, 3 * 2]  # one call for the tasks, one for every solution
+
+
 def test_self_instruct_majority_agreement():
     seeds = ["What is 1 plus 1?", "What is 2 times 3?"]
     model = ScriptedModel(["What is 20 plus 22 here?"], lies={"What is 20 plus 22 here?"})

@@ -4,7 +4,9 @@ programs solve them several times, and a problem is kept when its programs run a
 
 ``generate_fn`` is any text-to-text callable (``prompt -> completion``); the recipes plug a
 mathlm model's sampler in, tests plug in a scripted function. It should sample (temperature
-> 0) so that the ``n_solutions`` programs are independent attempts.
+> 0) so that the ``n_solutions`` programs are independent attempts. A callable that also has a
+``batch(prompts) -> completions`` method is given all prompts of a round at once (a model then
+samples them in one batched call).
 """
 from __future__ import annotations
 
@@ -47,6 +49,11 @@ def extract_program(completion: str) -> str | None:
         return blocks[0][0] if blocks else None
     code = completion.split("```", 1)[0].strip("\n")
     return code or None
+
+
+def _complete_all(fn: Callable[[str], str], prompts: list[str]) -> list[str]:
+    batch = getattr(fn, "batch", None)
+    return list(batch(prompts)) if callable(batch) else [fn(p) for p in prompts]
 
 
 def _first_problem(completion: str) -> str | None:
@@ -108,20 +115,22 @@ def self_instruct(seed_tasks: Sequence[dict | str], generate_fn: Callable[[str],
     for rnd in range(rounds):
         stats: Counter = Counter()
         candidates = []  # (question, examples used)
-        for _ in range(per_round):
-            examples = rng.sample(pool, min(k, len(pool)))
-            question = _first_problem(generate_fn(task_prompt([e["question"] for e in examples])))
+        drafts = [rng.sample(pool, min(k, len(pool))) for _ in range(per_round)]
+        completions = _complete_all(generate_fn, [task_prompt([e["question"] for e in ex]) for ex in drafts])
+        for examples, completion in zip(drafts, completions):
+            question = _first_problem(completion)
             if question is None:
                 stats["unusable"] += 1
             elif index.find(question) is not None or any(question == q for q, _ in candidates):
                 stats["near-duplicate"] += 1
             else:
                 candidates.append((question, examples))
-        programs: list[list[str | None]] = []
+        prompts = []
         for question, examples in candidates:
             shots = [(e["question"], parse_blocks(e["pot"])[0][0]) for e in examples if e.get("pot") and parse_blocks(e["pot"])]
-            prompt = solve_prompt(question, shots)
-            programs.append([extract_program(solve_fn(prompt)) for _ in range(n_solutions)])
+            prompts += [solve_prompt(question, shots)] * n_solutions
+        solved = [extract_program(c) for c in _complete_all(solve_fn, prompts)]
+        programs: list[list[str | None]] = [solved[i * n_solutions:(i + 1) * n_solutions] for i in range(len(candidates))]
         flat = [p for ps in programs for p in ps if p]
         results = iter(run_many(flat, timeout=timeout, workers=workers))
         for (question, examples), ps in zip(candidates, programs):
