@@ -181,6 +181,8 @@ def precompute_reference_logps(ref_model: nn.Module, examples: Sequence[Preferen
 
     if batch_size < 1:
         raise ValueError(f"batch_size ({batch_size}) must be >= 1")
+    if not examples:
+        return examples
     device = next(ref_model.parameters()).device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -507,3 +507,24 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int] | str], max_new
                      tokenizer=tokenizer, tools=tools, max_tool_calls=max_tool_calls,
                      compile_decode=compile_decode, progress=progress)
     return engine.run()
+
+
+class TextCompleter:
+    """`prompt -> completion` text with a mathlm model (BOS + the raw prompt, no template); `batch`
+    samples many prompts in one `generate` call. Self-instruct's `generate_fn` is one of these."""
+
+    def __init__(self, model: Transformer, tokenizer: Any, max_new_tokens: int = 128, temperature: float = 1.0,
+                 seed: int = 0, stop: str | Sequence[str] | None = None):
+        self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
+        self.temperature, self.seed, self.stop = temperature, seed, stop
+
+    def __call__(self, prompt: str) -> str:
+        return self.batch([prompt])[0]
+
+    def batch(self, prompts: Sequence[str]) -> list[str]:
+        room = self.model.config.max_seq_len - self.max_new_tokens - 1
+        ids = [self.tokenizer.encode(p)[-room:] for p in prompts]  # keep the end of an over-long prompt
+        self.seed += 1  # a new draw on every call
+        outs = generate(self.model, ids, self.max_new_tokens, temperature=self.temperature, seed=self.seed,
+                        stop=self.stop, tokenizer=self.tokenizer)
+        return [o[0].text for o in outs]

@@ -314,3 +314,21 @@ def test_compiled_decode_step_gives_the_same_tokens(model):
     for (a,), (b,) in zip(eager, compiled):
         assert a.tokens == b.tokens
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+
+
+# --------------------------------------------------------------------------- TextCompleter
+
+
+def test_text_completer_batches_equal_single_greedy_calls_and_stop():
+    from mathlm.sampling import TextCompleter
+
+    tok = PieceTokenizer(pieces=["ab", "cd"])
+    model = tiny_model(seed=7, vocab_size=len(tok), head_scale=10.0)
+    prompts = ["hello", "x", "abcd abcd"]
+    completer = TextCompleter(model, tok, max_new_tokens=8, temperature=0.0)
+    batched = completer.batch(prompts)
+    single = [tok.decode(argmax_loop(model, tok.encode(p), 8)) for p in prompts]  # independent reference
+    assert batched == single and completer(prompts[0]) == single[0]
+    stop = single[1][2:4]
+    cut = TextCompleter(model, tok, max_new_tokens=8, temperature=0.0, stop=[stop]).batch([prompts[1]])[0]
+    assert cut.endswith(stop) and single[1].startswith(cut) and len(cut) < len(single[1])
