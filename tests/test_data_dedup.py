@@ -190,3 +190,20 @@ def test_filter_by_score():
     scored = filter_by_score(records, lambda r: r["q"], 4, score_field="score")
     assert [(r["id"], r["score"]) for r in scored] == [("4", 4.0), ("5", 5.0)]
     assert "score" not in records[4]
+
+
+@pytest.mark.parametrize("method", ["rougeL", "jaccard", "minhash"])
+def test_always_keep_protects_an_existing_pool(method):
+    """Texts 0..P-1 are an existing pool (kept even when they are near-copies of each other); a new
+    text is dropped when it is close to any pool text or to a new text kept before it."""
+    pool = ["what is 2 plus 3", "what is 2 plus 4", "what is 2 plus 5"]  # pairwise close
+    new = ["what is 2 plus 3 today", "find the gcd of 12 and 18", "find the gcd of 12 and 18 now", "compute x"]
+    kept = dedup(pool + new, method, 0.7, always_keep=len(pool))
+    assert kept[:3] == [0, 1, 2]
+    assert 3 not in kept  # close to "what is 2 plus 3"
+    assert 4 in kept and 6 in kept
+    if method != "minhash":  # the exact paths agree with the exhaustive reference
+        assert kept == dedup_exhaustive(pool + new, method, 0.7, always_keep=len(pool))
+        assert 5 not in kept  # close to text 4, kept before it
+    with pytest.raises(ValueError, match=r"always_keep \(9\) must lie in \[0, 7\]"):
+        dedup(pool + new, method, 0.7, always_keep=9)

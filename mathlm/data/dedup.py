@@ -49,10 +49,14 @@ class _Progress:
 
 
 def dedup(texts: Sequence[str], method: str = "rougeL", threshold: float = 0.7, n: int = 3,
-          num_perm: int = 128, bands: int = 32, progress: bool = False) -> list[int]:
+          num_perm: int = 128, bands: int = 32, progress: bool = False, always_keep: int = 0) -> list[int]:
     """Indices of the kept texts, in order: a text is dropped when its similarity to any
-    already kept text is >= threshold. ``n`` is the word n-gram size of Jaccard/MinHash."""
+    already kept text is >= threshold. ``n`` is the word n-gram size of Jaccard/MinHash.
+    ``always_keep``: the first that many texts are kept whatever their similarity (an existing
+    pool that new texts are filtered against)."""
     _check(method, threshold)
+    if not 0 <= always_keep <= len(texts):
+        raise ValueError(f"always_keep ({always_keep}) must lie in [0, {len(texts)}]")
     bar = _Progress(len(texts), f"dedup {method}", progress)
     kept: list[int] = []
     if method == "minhash":
@@ -62,7 +66,7 @@ def dedup(texts: Sequence[str], method: str = "rougeL", threshold: float = 0.7, 
             sig = lsh.signature(text)
             g = word_ngrams(text, n)
             duplicate = False
-            for j in lsh.query(signature=sig):
+            for j in lsh.query(signature=sig) if i >= always_keep else ():
                 if jaccard_sets(g, grams[j]) >= threshold:
                     duplicate = True
                     break
@@ -76,13 +80,17 @@ def dedup(texts: Sequence[str], method: str = "rougeL", threshold: float = 0.7, 
     elements = [index.elements(text) for text in texts]
     index.frequencies = index.count_elements(elements)
     for i, prepared in enumerate(elements):
-        if index.add_if_new(prepared, key=i):
+        if i < always_keep:
+            index.add(prepared, key=i)
+            kept.append(i)
+        elif index.add_if_new(prepared, key=i):
             kept.append(i)
         bar.step(i + 1, len(kept))
     return kept
 
 
-def dedup_exhaustive(texts: Sequence[str], method: str = "rougeL", threshold: float = 0.7, n: int = 3) -> list[int]:
+def dedup_exhaustive(texts: Sequence[str], method: str = "rougeL", threshold: float = 0.7, n: int = 3,
+                     always_keep: int = 0) -> list[int]:
     """The reference: every text against every kept text (quadratic)."""
     _check(method, threshold)
     kept: list[int] = []
@@ -91,14 +99,14 @@ def dedup_exhaustive(texts: Sequence[str], method: str = "rougeL", threshold: fl
         kept_tokens: list[list[str]] = []
         for i, toks in enumerate(tokens):
             masks, m = token_masks(toks), len(toks)
-            if not any(rouge_l_from_lcs(lcs_with_masks(masks, m, other), m, len(other)) >= threshold
-                       for other in kept_tokens):
+            if i < always_keep or not any(rouge_l_from_lcs(lcs_with_masks(masks, m, other), m, len(other)) >= threshold
+                                          for other in kept_tokens):
                 kept.append(i)
                 kept_tokens.append(toks)
         return kept
     grams = [word_ngrams(t, n) for t in texts]
     for i, g in enumerate(grams):
-        if not any(jaccard_sets(g, grams[j]) >= threshold for j in kept):
+        if i < always_keep or not any(jaccard_sets(g, grams[j]) >= threshold for j in kept):
             kept.append(i)
     return kept
 
