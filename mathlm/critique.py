@@ -4,10 +4,11 @@ Given a question it scores quality (well-posed and solvable); given a question a
 it judges correctness. Both are binary: the score is the logit of "good" at the last token of
 
     question task   "Critique the question:\\n{question}\\nWell-posed?"
-    solution task   "Critique the solution:\\n{question}\\n{solution}\\nCorrect?"
+    solution task   "Critique the solution:\\n{question}\\n{solution}\\nFinal answer: {a}\\nLast result: {r}\\nCorrect?"
 
-(a sequence longer than max_len loses tokens from the start of the question / solution text, so
-the end of a solution -- output block and final answer -- and the trailer stay visible). Trained
+(`solution_evidence` reads a and r off the solution text, so that a final answer the work does not
+give stands next to the scoring position). A sequence longer than max_len loses tokens from the
+start of the question / solution text; the end of a solution and the trailer stay visible. Trained
 with `mathlm.losses.critique_loss` (binary cross-entropy on the logit, optional class weights).
 
 Data (mathlm/critique_data.py, re-exported here): well-posed questions are the positives of the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -36,14 +38,17 @@ from .batching import BatchIterator
 from .critique_data import (CORRUPTIONS, SOLUTION_CORRUPTIONS, TASKS, UNANSWERABLE, build_critique_dataset,
                             corrupt_question, corrupt_solution, critique_class_weights, graded_examples,
                             question_examples, synthetic_graded_samples, validate_critique_example)
-from .losses import critique_loss, hard_sample_weights
+from .data.format import FINAL_ANSWER_PREFIX, parse_blocks
+from .grading import extract_answer
+from .losses import critique_loss, hard_sample_weights, reward_loss
 from .reward import fit_to_length, last_token_scores, pad_right, score_sequences
 from .scalar_head import ScalarHeadModel
 from .tokenizer import TOKENIZER_FILE, Tokenizer
 
 __all__ = [
-    "QUESTION_HEADER", "QUESTION_TRAILER", "SOLUTION_HEADER", "SOLUTION_TRAILER", "critique_text",
-    "encode_critique_input", "CritiqueExample", "encode_critique_examples", "collate_critique", "critique_loss_fn",
+    "QUESTION_HEADER", "QUESTION_TRAILER", "SOLUTION_HEADER", "SOLUTION_TRAILER", "solution_evidence", "critique_text",
+    "encode_critique_input", "CritiqueExample", "encode_critique_examples", "collate_critique", "twin_pairs",
+    "critique_loss_fn",
     "critique_batches", "CritiqueScorer", "critique_sample_weights", "weighted_records", "agreement_metrics",
     "evaluate_critique", "critique_eval_fn",
     # data (mathlm/critique_data.py)
@@ -61,11 +66,35 @@ SOLUTION_TRAILER = "\nCorrect?"
 # ------------------------------------------------------------------------------------------ inputs
 
 
+_RESULT = re.compile(r"= (-?\d+(?:/\d+)?)\.?\s*$", re.MULTILINE)
+
+
+def solution_evidence(solution: str) -> str:
+    """The lines the solution template puts just before its trailer, read off the solution text:
+
+        Final answer: <the \\boxed{...} / "The answer is ..." answer, or none>
+        Last result: <the last line of the last output block, else the last "= value" at a line end, or none>
+
+    A wrong sampled solution often states a final answer its own work does not give; these lines put
+    the two side by side next to where the score is read, and they survive the truncation of a long
+    solution. (Whether a model learns to compare them is another matter: see
+    docs/reward_and_critique.md for what a tiny model trained from scratch did.)"""
+    stated = extract_answer(solution) if ("\\boxed" in solution or FINAL_ANSWER_PREFIX in solution) else None
+    outputs = [out for _, out in parse_blocks(solution) if out is not None and out.strip()]
+    if outputs:
+        result = outputs[-1].strip().splitlines()[-1].strip()
+    else:
+        work = solution.split(FINAL_ANSWER_PREFIX)[0]
+        found = _RESULT.findall(work)
+        result = found[-1] if found else None
+    return f"\nFinal answer: {stated or 'none'}\nLast result: {result or 'none'}"
+
+
 def critique_text(question: str, solution: str | None = None) -> str:
     """The text the critique model reads: the question template, or the solution template."""
     if solution is None:
         return QUESTION_HEADER + question.strip() + QUESTION_TRAILER
-    return SOLUTION_HEADER + question.strip() + "\n" + solution.strip() + SOLUTION_TRAILER
+    return SOLUTION_HEADER + question.strip() + "\n" + solution.strip() + solution_evidence(solution) + SOLUTION_TRAILER
 
 
 def encode_critique_input(tokenizer: Tokenizer, question: str, solution: str | None, max_len: int) -> list[int]:
@@ -77,7 +106,7 @@ def encode_critique_input(tokenizer: Tokenizer, question: str, solution: str | N
     else:
         head = tokenizer.encode(SOLUTION_HEADER + question.strip() + "\n", bos=True)
         body = tokenizer.encode(solution.strip(), bos=False)
-        tail = tokenizer.encode(SOLUTION_TRAILER, bos=False)
+        tail = tokenizer.encode(solution_evidence(solution) + SOLUTION_TRAILER, bos=False)
     return fit_to_length(head, body, tail, max_len)
 
 
@@ -89,39 +118,75 @@ class CritiqueExample:
     ids: list[int]
     label: float   # 1 good (well-posed / correct), 0 bad
     task: int      # index into TASKS: 0 question, 1 solution
+    group: int = 0  # examples about the same original question share it
 
 
 def encode_critique_examples(examples: Sequence[dict], tokenizer: Tokenizer, max_len: int) -> list[CritiqueExample]:
-    """Tokenize critique examples (`build_critique_dataset`'s dicts)."""
+    """Tokenize critique examples (`build_critique_dataset`'s dicts); groups numbered in order of appearance."""
     out = []
+    group_ids: dict[str, int] = {}
     for i, ex in enumerate(examples):
         validate_critique_example(ex, f"example {i}")
         solution = ex["solution"] if ex["task"] == "solution" else None
+        group = group_ids.setdefault(str(ex.get("group", i)), len(group_ids))
         out.append(CritiqueExample(encode_critique_input(tokenizer, ex["question"], solution, max_len),
-                                   float(ex["label"]), TASKS.index(ex["task"])))
+                                   float(ex["label"]), TASKS.index(ex["task"]), group))
     return out
 
 
 def collate_critique(examples: Sequence[CritiqueExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """tokens / attention_mask (B, T) right-padded, labels (B,) float, task (B,) int64."""
+    """tokens / attention_mask (B, T) right-padded; labels (B,) float; task and group (B,) int64."""
     tokens, mask = pad_right([e.ids for e in examples], pad_id)
     return {"tokens": tokens, "attention_mask": mask,
             "labels": torch.tensor([e.label for e in examples], dtype=torch.float32),
-            "task": torch.tensor([e.task for e in examples], dtype=torch.long)}
+            "task": torch.tensor([e.task for e in examples], dtype=torch.long),
+            "group": torch.tensor([e.group for e in examples], dtype=torch.long)}
 
 
-def critique_loss_fn(model: nn.Module, batch: dict, class_weights: Sequence[float] | None = None):
-    """The Trainer loss of a `collate_critique` batch: `critique_loss` on the last-token logits.
-    Bind class weights with `functools.partial(critique_loss_fn, class_weights=(w_bad, w_good))`."""
+def twin_pairs(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (good, bad) of every pair of rows with the same group and task and labels 1 and 0."""
+    labels, task, group = batch["labels"], batch["task"], batch["group"]
+    same = (task[:, None] == task[None, :]) & (group[:, None] == group[None, :])  # (B, B)
+    return torch.nonzero(same & (labels[:, None] > 0.5) & (labels[None, :] <= 0.5), as_tuple=True)
+
+
+def critique_loss_fn(model: nn.Module, batch: dict, class_weights: Sequence[float] | None = None,
+                     pair_weight: float = 0.0):
+    """The Trainer loss of a `collate_critique` batch: `critique_loss` on the last-token logits,
+    plus `pair_weight` times the Bradley-Terry loss `reward_loss(s_good, s_bad)` over the twin
+    pairs of the batch (`twin_pairs`: a good and a bad example of the same question and task; use
+    `critique_batches(..., by_group=True)` so that twins share batches). Bind the options with
+    `functools.partial(critique_loss_fn, class_weights=(w_bad, w_good), pair_weight=1.0)`."""
     logits = last_token_scores(model, batch["tokens"], batch["attention_mask"])  # (B,)
-    return critique_loss(logits, batch["labels"], class_weights=class_weights)
+    loss, metrics = critique_loss(logits, batch["labels"], class_weights=class_weights)
+    if pair_weight > 0:
+        good, bad = twin_pairs(batch)
+        if good.numel():
+            pair_loss, pair_metrics = reward_loss(logits[good], logits[bad])
+            loss = loss + pair_weight * pair_loss
+            metrics = {**metrics, "pair_loss": pair_loss.detach(), "pair_accuracy": pair_metrics["accuracy"]}
+    return loss, metrics
+
+
+def _collate_groups(groups: Sequence[list[CritiqueExample]], pad_id: int) -> dict[str, torch.Tensor]:
+    return collate_critique([e for g in groups for e in g], pad_id)
 
 
 def critique_batches(examples: Sequence[dict], tokenizer: Tokenizer, batch_size: int, max_len: int,
-                     seed: int = 0) -> BatchIterator:
-    """Endless shuffled micro-batches for `Trainer(..., critique_loss_fn, ...)`."""
-    return BatchIterator(encode_critique_examples(examples, tokenizer, max_len), batch_size,
-                         partial(collate_critique, pad_id=tokenizer.pad_id), seed=seed)
+                     seed: int = 0, by_group: bool = False) -> BatchIterator:
+    """Endless shuffled micro-batches for `Trainer(..., critique_loss_fn, ...)`.
+
+    by_group: shuffle whole groups (a question with its corruptions, a question's solutions) and
+    put `batch_size` groups in a micro-batch (so its size varies), instead of `batch_size` single
+    examples. A good example then meets its bad twins in the same gradient, which differ from it
+    only where the error is."""
+    encoded = encode_critique_examples(examples, tokenizer, max_len)
+    if not by_group:
+        return BatchIterator(encoded, batch_size, partial(collate_critique, pad_id=tokenizer.pad_id), seed=seed)
+    groups: dict[int, list[CritiqueExample]] = {}
+    for enc in encoded:
+        groups.setdefault(enc.group, []).append(enc)
+    return BatchIterator(list(groups.values()), batch_size, partial(_collate_groups, pad_id=tokenizer.pad_id), seed=seed)
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -262,10 +327,12 @@ def agreement_metrics(labels: Sequence[int | bool], predictions: Sequence[int | 
 
 
 def evaluate_critique(model: ScalarHeadModel | CritiqueScorer, examples: Sequence[dict],
-                      tokenizer: Tokenizer | None = None, *, threshold: float = 0.5,
-                      batch_size: int = 64) -> dict[str, dict[str, float]]:
+                      tokenizer: Tokenizer | None = None, *, threshold: float = 0.5, batch_size: int = 64,
+                      by_source: bool = False) -> dict[str, dict[str, float]]:
     """`agreement_metrics` of the predictions (P(good) >= threshold) on held-out examples, for
-    "overall" and for each task present ("question", "solution")."""
+    "overall" and for each task present ("question", "solution"). With `by_source`, also
+    "source/<source>" -> {n, agreement} for each example source ("original", "corruption/<kind>",
+    "graded", "final_answer", ...): which kinds of bad input the critique catches."""
     if not examples:
         raise ValueError("evaluate_critique needs at least one example")
     if isinstance(model, CritiqueScorer):
@@ -282,6 +349,11 @@ def evaluate_critique(model: ScalarHeadModel | CritiqueScorer, examples: Sequenc
         idx = [i for i, ex in enumerate(examples) if ex["task"] == task]
         if idx:
             results[task] = agreement_metrics([labels[i] for i in idx], [predictions[i] for i in idx])
+    if by_source:
+        for source in sorted({str(ex.get("source")) for ex in examples}):
+            idx = [i for i, ex in enumerate(examples) if str(ex.get("source")) == source]
+            hits = sum(int(predictions[i]) == int(labels[i]) for i in idx)
+            results[f"source/{source}"] = {"n": float(len(idx)), "agreement": hits / len(idx)}
     return results
 
 

@@ -2,7 +2,7 @@
 
     pairs = [{"question": q, "chosen": good, "rejected": bad}, ...]     # or build_preference_pairs(...)
     rm = RewardModel(Transformer(cfg), tokenizer=tok)
-    batches = preference_batches(pairs, tok, batch_size=16, max_len=256)
+    batches = reward_batches(pairs, tok, batch_size=16, max_len=256)
     Trainer(rm, TrainConfig(...), reward_loss_fn, batches, eval_fn=reward_eval_fn(held_out, tok)).train()
     rm.score([(q, response), ...])          # -> [float, ...]
     rm.save("runs/rm"); RewardModel.load("runs/rm")
@@ -15,7 +15,7 @@ EOS) stay visible.
 
 Pairs: dicts with "question", "chosen" and "rejected" (strings; chosen and rejected answer the same
 question) and an optional "margin" (float, Llama 2's margin in the loss, default 0). Extra keys
-(e.g. a hardness or an id) are ignored.
+are ignored, so `mathlm.preference.build_preference_pairs(samples)` output trains it as it is.
 
 Training (Ouyang et al. 2022, eq. 1): loss = -log sigmoid(r(x, y_chosen) - r(x, y_rejected) - margin),
 mean over pairs (`mathlm.losses.reward_loss`). A batch holds the B chosen and the B rejected
@@ -73,13 +73,13 @@ def _require_text(pair: dict, key: str, where: str) -> str:
 
 
 @dataclass
-class PairExample:
+class RewardPair:
     chosen: list[int]      # ids of question + chosen response
     rejected: list[int]    # ids of question + rejected response
     margin: float = 0.0
 
 
-def encode_preference_pairs(pairs: Iterable[dict], tokenizer: Tokenizer, max_len: int) -> list[PairExample]:
+def encode_reward_pairs(pairs: Iterable[dict], tokenizer: Tokenizer, max_len: int) -> list[RewardPair]:
     """Tokenize `{question, chosen, rejected[, margin]}` dicts (see the module docstring)."""
     examples = []
     for i, pair in enumerate(pairs):
@@ -90,7 +90,7 @@ def encode_preference_pairs(pairs: Iterable[dict], tokenizer: Tokenizer, max_len
         margin = pair.get("margin", 0.0)
         if not isinstance(margin, (int, float)) or isinstance(margin, bool):
             raise ValueError(f"{where}: field 'margin' must be a number, got {margin!r}")
-        examples.append(PairExample(encode_response(tokenizer, question, chosen, max_len),
+        examples.append(RewardPair(encode_response(tokenizer, question, chosen, max_len),
                                     encode_response(tokenizer, question, rejected, max_len), float(margin)))
     return examples
 
@@ -110,17 +110,17 @@ def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
     return tokens, mask
 
 
-def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_pairs(examples: Sequence[RewardPair], pad_id: int) -> dict[str, torch.Tensor]:
     """tokens / attention_mask (2B, T): rows [0, B) the chosen, [B, 2B) the rejected; margin (B,)."""
     tokens, mask = pad_right([e.chosen for e in examples] + [e.rejected for e in examples], pad_id)
     return {"tokens": tokens, "attention_mask": mask,
             "margin": torch.tensor([e.margin for e in examples], dtype=torch.float32)}
 
 
-def preference_batches(pairs: Sequence[dict], tokenizer: Tokenizer, batch_size: int, max_len: int,
+def reward_batches(pairs: Sequence[dict], tokenizer: Tokenizer, batch_size: int, max_len: int,
                        seed: int = 0) -> BatchIterator:
     """Endless shuffled micro-batches of `batch_size` pairs for `Trainer(..., reward_loss_fn, ...)`."""
-    return BatchIterator(encode_preference_pairs(pairs, tokenizer, max_len), batch_size,
+    return BatchIterator(encode_reward_pairs(pairs, tokenizer, max_len), batch_size,
                          partial(collate_pairs, pad_id=tokenizer.pad_id), seed=seed)
 
 
@@ -175,7 +175,7 @@ def preference_accuracy(model: nn.Module, pairs: Sequence[dict], tokenizer: Toke
     if not pairs:
         raise ValueError("preference_accuracy needs at least one pair")
     max_len = max_len or model.config.max_seq_len
-    examples = encode_preference_pairs(pairs, tokenizer, max_len)
+    examples = encode_reward_pairs(pairs, tokenizer, max_len)
     scores = score_sequences(model, [e.chosen for e in examples] + [e.rejected for e in examples],
                              tokenizer.pad_id, batch_size)
     n = len(examples)

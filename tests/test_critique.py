@@ -16,7 +16,7 @@ from mathlm.critique import (CORRUPTIONS, QUESTION_TRAILER, SOLUTION_TRAILER, UN
                              corrupt_solution, critique_batches, critique_class_weights, critique_eval_fn,
                              critique_loss_fn, critique_sample_weights, critique_text, encode_critique_examples,
                              encode_critique_input, evaluate_critique, graded_examples, question_examples,
-                             synthetic_graded_samples, weighted_records)
+                             solution_evidence, synthetic_graded_samples, twin_pairs, weighted_records)
 from mathlm.data import filter_by_score, generate_dataset, normalize_question
 from mathlm.grading import extract_answer, math_equal
 from mathlm.losses import critique_loss
@@ -315,23 +315,34 @@ def test_encode_critique_input_templates_and_truncation(tok):
     q, s = EGGS["question"], EGGS["pot"]
     assert tok.decode(encode_critique_input(tok, q, None, 512)) == critique_text(q)
     assert tok.decode(encode_critique_input(tok, q, s, 512)) == critique_text(q, s)
-    assert critique_text(q, s) == f"Critique the solution:\n{q}\n{s}\nCorrect?"
+    assert critique_text(q, s) == f"Critique the solution:\n{q}\n{s}\nFinal answer: 43\nLast result: 43\nCorrect?"
     head = tok.encode("Critique the solution:\n" + q + "\n", bos=True)
     body = tok.encode(s, bos=False)
-    tail = tok.encode(SOLUTION_TRAILER, bos=False)
+    tail = tok.encode("\nFinal answer: 43\nLast result: 43" + SOLUTION_TRAILER, bos=False)
     keep = 12
     assert keep < len(body)
     cut = encode_critique_input(tok, q, s, len(head) + keep + len(tail))
     assert cut == head + body[len(body) - keep:] + tail  # the solution loses its start, the rest stays
-    tiny = encode_critique_input(tok, q, s, 10)  # not even the question fits: it loses tokens after BOS
-    assert tiny == head[:1] + head[len(head) - (10 - 1 - len(tail)):] + tail
-    with pytest.raises(ValueError, match=r"max_len \(5\) must leave room"):
-        encode_critique_input(tok, q, s, 5)
+    n = len(tail) + 4
+    tiny = encode_critique_input(tok, q, s, n)  # not even the question fits: it loses tokens after BOS
+    assert tiny == head[:1] + head[len(head) - 3:] + tail
+    with pytest.raises(ValueError, match=rf"max_len \({len(tail)}\) must leave room"):
+        encode_critique_input(tok, q, s, len(tail))
     assert tok.decode(encode_critique_input(tok, q, None, 512)).endswith(QUESTION_TRAILER)
 
 
+def test_solution_evidence_reads_the_final_answer_and_the_last_result():
+    assert solution_evidence(EGGS["pot"]) == "\nFinal answer: 43\nLast result: 43"  # output block
+    assert solution_evidence(EGGS["cot"]) == "\nFinal answer: 43\nLast result: 43"  # last "= value"
+    wrong = EGGS["pot"].replace("boxed{43}", "boxed{44}")
+    assert solution_evidence(wrong) == "\nFinal answer: 44\nLast result: 43"
+    two_blocks = "```python\nprint(2)\n```\n```output\n2\n```\n```python\nprint(3/4)\n```\n```output\n3/4\n```\nThe answer is 3/4."
+    assert solution_evidence(two_blocks) == "\nFinal answer: 3/4\nLast result: 3/4"
+    assert solution_evidence("I do not know 12") == "\nFinal answer: none\nLast result: none"
+
+
 def test_scorer_matches_unbatched_forward_and_plugs_into_filter_by_score(tok, records):
-    model = tiny_model(tok, init_std=1.0)  # scores spread out, so the threshold below separates them
+    model = tiny_model(tok, init_std=0.3)  # scores spread out, so a threshold can separate them
     scorer = CritiqueScorer(model, tok, batch_size=3)
     qs = [r["question"] for r in records[:7]]
     with torch.no_grad():
@@ -340,8 +351,9 @@ def test_scorer_matches_unbatched_forward_and_plugs_into_filter_by_score(tok, re
                    for r in records[:7]]
     assert scorer.score_questions(qs) == pytest.approx(ref, abs=1e-5)
     assert scorer.score_solutions(qs, [r["mixed"] for r in records[:7]]) == pytest.approx(ref_sol, abs=1e-5)
-    low, high = sorted(ref)[3:5]
-    assert high - low > 1e-3
+    ordered = sorted(ref)
+    low, high = max(zip(ordered, ordered[1:]), key=lambda pair: pair[1] - pair[0])
+    assert high - low > 1e-4
     kept = filter_by_score(records[:7], scorer.question_scorer(records[:7]), (low + high) / 2)
     assert [r["id"] for r in kept] == [r["id"] for r, p in zip(records[:7], ref) if p > low]
     sol = scorer.solution_scorer("mixed")  # no pre-scoring: one record at a time
@@ -363,6 +375,50 @@ def test_critique_loss_fn_equals_critique_loss_on_independent_logits(tok, record
     assert batch["task"].tolist() == [0] * len(ex)
 
 
+def test_pair_term_is_bradley_terry_over_twins(tok, records):
+    """Rows: q0 good, q0 bad, q0 bad (drop/other kind), q1 good, q1-solution good, q1-solution bad.
+    Twins (same question and task, good vs bad): (0, 1), (0, 2), (4, 5); row 3 has no bad twin."""
+    r0, r1 = records[0], records[1]
+    bad0 = [corrupt_question(r0, k, random.Random(0))["question"] for k in ("drop_quantity", "unanswerable")]
+    ex = ([{"task": "question", "question": r0["question"], "solution": None, "label": 1, "group": "a"}]
+          + [{"task": "question", "question": q, "solution": None, "label": 0, "group": "a"} for q in bad0]
+          + [{"task": "question", "question": r1["question"], "solution": None, "label": 1, "group": "b"},
+             {"task": "solution", "question": r1["question"], "solution": r1["pot"], "label": 1, "group": "b"},
+             {"task": "solution", "question": r1["question"], "solution": r1["pot"].replace("boxed{", "boxed{1"),
+              "label": 0, "group": "b"}])
+    batch = collate_critique(encode_critique_examples(ex, tok, 512), tok.pad_id)
+    good, bad = twin_pairs(batch)
+    assert sorted(zip(good.tolist(), bad.tolist())) == [(0, 1), (0, 2), (4, 5)]
+    model = tiny_model(tok, init_std=0.3)
+    with torch.no_grad():
+        s = torch.stack([model(torch.tensor([encode_critique_input(tok, e["question"], e["solution"], 512)]))[0, -1]
+                         for e in ex])
+        loss, metrics = critique_loss_fn(model, batch, pair_weight=0.5)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(s, torch.tensor([1., 0, 0, 1, 1, 0]))
+    pairs = -torch.nn.functional.logsigmoid(torch.stack([s[0] - s[1], s[0] - s[2], s[4] - s[5]])).mean()
+    assert loss.item() == pytest.approx((bce + 0.5 * pairs).item(), abs=1e-5)
+    assert metrics["pair_accuracy"].item() == pytest.approx(
+        sum(int(s[i] > s[j]) for i, j in ((0, 1), (0, 2), (4, 5))) / 3)
+
+
+def test_critique_batches_by_group_keep_each_question_with_its_twins(tok, records):
+    ex = question_examples(records[:12], negatives_per_question=2, seed=0)
+    batches = critique_batches(ex, tok, batch_size=3, max_len=512, by_group=True)
+    sizes = Counter(e["group"] for e in ex)
+    encoded = {tuple(encode_critique_input(tok, e["question"], None, 512)): e["group"] for e in ex}
+    seen = Counter()
+    for _ in range(4):  # one epoch: 12 groups, 3 a batch
+        batch = next(batches)
+        groups = Counter()
+        for row, mask in zip(batch["tokens"], batch["attention_mask"]):
+            groups[encoded[tuple(row[:int(mask.sum())].tolist())]] += 1
+        assert len(groups) == 3 and all(groups[g] == sizes[g] for g in groups)  # whole groups only
+        seen.update(groups)
+    assert seen == sizes
+    flat = next(critique_batches(ex, tok, batch_size=5, max_len=512))
+    assert flat["tokens"].shape[0] == 5
+
+
 def test_evaluate_critique_splits_tasks_like_unbatched_predictions(tok, records):
     graded = synthetic_graded_samples(records[:6], fields=("pot",), seed=0)
     ex = question_examples(records[:6], seed=0) + graded_examples(graded)
@@ -375,6 +431,11 @@ def test_evaluate_critique_splits_tasks_like_unbatched_predictions(tok, records)
     for task in ("question", "solution"):
         idx = [i for i, e in enumerate(ex) if e["task"] == task]
         assert res[task] == agreement_metrics([ex[i]["label"] for i in idx], [preds[i] for i in idx])
+    by_source = evaluate_critique(model, ex, tok, by_source=True)
+    for source in {e["source"] for e in ex}:
+        idx = [i for i, e in enumerate(ex) if e["source"] == source]
+        assert by_source[f"source/{source}"] == {
+            "n": len(idx), "agreement": sum(preds[i] == ex[i]["label"] for i in idx) / len(idx)}
     flat = critique_eval_fn(ex, tok)(model)
     assert flat["solution/agreement"] == res["solution"]["agreement"]
     with pytest.raises(ValueError, match="needs its tokenizer"):

@@ -8,27 +8,27 @@ import torch
 
 from mathlm import ModelConfig, Tokenizer, Transformer
 from mathlm.losses import reward_loss
-from mathlm.reward import (RewardModel, collate_pairs, encode_preference_pairs, encode_response, fit_to_length,
-                           pad_right, preference_accuracy, preference_batches, reward_eval_fn, reward_loss_fn)
+from mathlm.reward import (RewardModel, collate_pairs, encode_reward_pairs, encode_response, fit_to_length,
+                           pad_right, preference_accuracy, reward_batches, reward_eval_fn, reward_loss_fn)
 from mathlm.train import Trainer, TrainConfig
 
 
-def toy_pair(rng: random.Random) -> dict:
-    """The toy preference: the chosen response ends with the number the question gives."""
-    a = rng.randint(10, 99)
-    b = rng.choice([v for v in range(10, 100) if v != a])
-    return {"question": f"x = {a}. What is x?", "chosen": f"The answer is {a}.", "rejected": f"The answer is {b}."}
+def toy_pair(n: int) -> dict:
+    """The toy preference: the chosen response states the parity of the question's number."""
+    right, wrong = ("even", "odd") if n % 2 == 0 else ("odd", "even")
+    return {"question": f"Is {n} odd or even?", "chosen": f"The answer is {right}.", "rejected": f"The answer is {wrong}."}
 
 
 @pytest.fixture(scope="module")
 def pairs():
+    """500 training pairs on numbers below 800, then 100 held-out pairs on unseen numbers 800..999."""
     rng = random.Random(0)
-    return [toy_pair(rng) for _ in range(600)]
+    return [toy_pair(rng.randint(10, 799)) for _ in range(500)] + [toy_pair(n) for n in rng.sample(range(800, 1000), 100)]
 
 
 @pytest.fixture(scope="module")
 def tok(pairs):
-    texts = [f"Question: {p['question']}\nAnswer:\n{p['chosen']}" for p in pairs]
+    texts = [f"Question: {p['question']}\nAnswer:\n{p['chosen']}" for p in pairs[:500]]  # training pairs only
     return Tokenizer.train(texts, vocab_size=300)
 
 
@@ -62,7 +62,7 @@ def test_encode_response_is_the_policy_format(tok, pairs):
 
 
 def test_collate_pairs_layout(tok, pairs):
-    ex = encode_preference_pairs([{**pairs[0], "margin": 0.5}, pairs[1], pairs[2]], tok, 64)
+    ex = encode_reward_pairs([{**pairs[0], "margin": 0.5}, pairs[1], pairs[2]], tok, 64)
     batch = collate_pairs(ex, tok.pad_id)
     B = 3
     assert batch["tokens"].shape[0] == 2 * B and batch["margin"].tolist() == [0.5, 0.0, 0.0]
@@ -75,7 +75,7 @@ def test_collate_pairs_layout(tok, pairs):
 
 def test_reward_loss_fn_equals_reward_loss_on_independent_scores(tok, pairs):
     chosen_margin = [{**p, "margin": m} for p, m in zip(pairs[:5], [0.0, 1.0, -0.5, 2.0, 0.25])]
-    ex = encode_preference_pairs(chosen_margin, tok, 64)
+    ex = encode_reward_pairs(chosen_margin, tok, 64)
     model = tiny_reward_model(tok)
     with torch.no_grad():
         chosen = torch.stack([single_score(model, e.chosen) for e in ex])
@@ -90,7 +90,7 @@ def test_reward_loss_fn_equals_reward_loss_on_independent_scores(tok, pairs):
 def test_score_texts_and_pairs_match_unbatched_forward(tok, pairs):
     model = tiny_reward_model(tok)
     items = [(p["question"], p["chosen"]) for p in pairs[:5]]
-    texts = ["Question: x = 12. What is x?\nAnswer:\nThe answer is 12.", "x", "The answer is 40."]
+    texts = ["Question: Is 12 odd or even?\nAnswer:\nThe answer is even.", "x", "The answer is odd."]
     with torch.no_grad():
         ref_pairs = [single_score(model, tok.encode_example(q, r)[0]).item() for q, r in items]
         ref_texts = [single_score(model, tok.encode(t, bos=True, eos=True)).item() for t in texts]
@@ -123,15 +123,15 @@ def test_save_load_roundtrip_keeps_the_tokenizer(tok, pairs, tmp_path):
     model.save(tmp_path / "rm")
     back = RewardModel.load(tmp_path / "rm")
     items = [(p["question"], p["rejected"]) for p in pairs[:3]]
-    assert back.tokenizer is not None and back.tokenizer.encode("x = 12") == tok.encode("x = 12")
+    assert back.tokenizer is not None and back.tokenizer.encode("Is 12 odd") == tok.encode("Is 12 odd")
     assert back.score(items) == pytest.approx(model.score(items), abs=1e-6)
 
 
 def test_errors(tok, pairs):
     with pytest.raises(ValueError, match=r"pair 1: field 'rejected' must be a string"):
-        encode_preference_pairs([pairs[0], {"question": "q", "chosen": "a"}], tok, 64)
+        encode_reward_pairs([pairs[0], {"question": "q", "chosen": "a"}], tok, 64)
     with pytest.raises(ValueError, match=r"pair 0: field 'margin' must be a number"):
-        encode_preference_pairs([{**pairs[0], "margin": "big"}], tok, 64)
+        encode_reward_pairs([{**pairs[0], "margin": "big"}], tok, 64)
     model = tiny_reward_model(tok)
     with pytest.raises(ValueError, match=r"item 1 must be a text or a \(question, response\) pair"):
         model.score(["fine", ("q",)])
@@ -141,16 +141,17 @@ def test_errors(tok, pairs):
 
 
 def test_tiny_reward_model_ranks_held_out_pairs_better_than_chance(tok, pairs, tmp_path):
-    """~150 steps of a 2-layer d=48 model on the toy preference (the chosen answer repeats the
-    question's number): held-out accuracy well above chance (0.5; 100 pairs, so one standard error
-    is 0.05 and 0.7 is four of them)."""
+    """100 steps of a 2-layer d=48 model on the toy preference (the chosen answer states the parity
+    of the question's number): on 100 held-out pairs with numbers never seen in training, accuracy
+    well above chance (0.5; one standard error is 0.05, so 0.75 is five of them). Seeds 0, 1, 2 of
+    the model gave 0.89, 1.0, 1.0."""
     train, held = pairs[:500], pairs[500:]
     model = tiny_reward_model(tok, dim=48, init_std=None).train()
-    batches = preference_batches(train, tok, batch_size=16, max_len=64)
-    trainer = Trainer(model, TrainConfig(lr=3e-3, warmup_steps=10, max_steps=150, weight_decay=0.0, log_every=50,
+    batches = reward_batches(train, tok, batch_size=16, max_len=64)
+    trainer = Trainer(model, TrainConfig(lr=3e-3, warmup_steps=10, max_steps=100, weight_decay=0.0, log_every=50,
                                          out_dir=str(tmp_path)), reward_loss_fn, batches)
-    for _ in range(150):
+    for _ in range(100):
         trainer.step([next(batches)])
     result = preference_accuracy(model, held, tok)
     print(result)
-    assert result["accuracy"] >= 0.7 and result["margin"] > 0
+    assert result["accuracy"] >= 0.75 and result["margin"] > 0
