@@ -249,8 +249,10 @@ class _GatheredModel:
         return self._state
 
 
-def save_hf_folder(model: nn.Module, path: str | os.PathLike, tokenizer=None, dtype: torch.dtype | None = None) -> Path:
-    """Write `model` (plain, DDP's module or FSDP2-sharded) as one Hugging Face folder at `path`.
+def save_hf_folder(model: nn.Module, path: str | os.PathLike, tokenizer=None, dtype: torch.dtype | None = None,
+                   head_meta: dict | None = None) -> Path:
+    """Write `model` (plain, DDP's module or FSDP2-sharded) as one Hugging Face folder at `path`;
+    a ScalarHeadModel (reward, critique) gets its folder layout (backbone + score head + `head_meta`).
 
     Collective: every rank calls it; the weights are gathered to rank 0's CPU, which writes the
     folder (atomically, via save_hf_checkpoint). Calling save_hf_checkpoint on rank 0 alone would
@@ -260,7 +262,13 @@ def save_hf_folder(model: nn.Module, path: str | os.PathLike, tokenizer=None, dt
 
     weights = full_model_state_dict(model)
     if get_rank() == 0:
-        save_hf_checkpoint(_GatheredModel(model.config, weights), path, tokenizer=tokenizer, dtype=dtype)
+        if hasattr(model, "head") and hasattr(model, "backbone"):  # a ScalarHeadModel: its own folder layout
+            from .scalar_head import write_scalar_head_folder
+            backbone = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
+            head = {k.removeprefix("head."): v for k, v in weights.items() if k.startswith("head.")}
+            write_scalar_head_folder(path, _GatheredModel(model.config, backbone), head, tokenizer, **(head_meta or {}))
+        else:
+            save_hf_checkpoint(_GatheredModel(model.config, weights), path, tokenizer=tokenizer, dtype=dtype)
     del weights
     barrier()
     return Path(path)

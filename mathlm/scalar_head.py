@@ -30,6 +30,21 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return torch.where(attention_mask.bool(), positions, torch.full_like(positions, -1)).amax(1).clamp_min(0)
 
 
+def write_scalar_head_folder(path: str | os.PathLike, backbone, head_state: dict[str, torch.Tensor], tokenizer=None,
+                             **extra_meta) -> Path:
+    """The scalar-head folder layout: `backbone` (anything with `config` and `state_dict()`, as
+    save_hf_checkpoint reads) in HF layout, the head's tensors in HEAD_FILE, `extra_meta` in
+    head_meta.json; written beside `path` and swapped in atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.writing-{os.getpid()}")
+    save_hf_checkpoint(backbone, tmp, tokenizer=tokenizer)
+    save_file({k: v.detach().cpu().contiguous() for k, v in head_state.items()}, str(tmp / HEAD_FILE))
+    if extra_meta:
+        (tmp / "head_meta.json").write_text(json.dumps(extra_meta, indent=2))
+    replace_dir(tmp, path)
+    return path
+
+
 class ScalarHeadModel(nn.Module):
     """`model(tokens, attention_mask)` -> (B, T) scalars; `model.score(...)` -> (B,) at the last real token."""
 
@@ -62,14 +77,7 @@ class ScalarHeadModel(nn.Module):
 
     def save(self, path: str | os.PathLike, tokenizer=None, **extra_meta) -> Path:
         """Backbone (HF layout) + head (+ `head_meta.json` from `extra_meta`), the folder replaced atomically."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.writing-{os.getpid()}")
-        save_hf_checkpoint(self.backbone, tmp, tokenizer=tokenizer)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, str(tmp / HEAD_FILE))
-        if extra_meta:
-            (tmp / "head_meta.json").write_text(json.dumps(extra_meta, indent=2))
-        replace_dir(tmp, path)
-        return path
+        return write_scalar_head_folder(path, self.backbone, self.head.state_dict(), tokenizer, **extra_meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike, dtype: torch.dtype | None = None, device="cpu") -> "ScalarHeadModel":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -86,6 +87,21 @@ def prepare_run(cfg: RunConfig, model_overrides: dict | None = None,
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}")
     return Run(cfg, info, list(records), tokenizer, model)
+
+
+def finish_run(out: str | Path, model, tokenizer, summary: dict, *, files: dict | None = None,
+               dtype: torch.dtype | None = None, head_meta: dict | None = None) -> dict:
+    """The end of every recipe: `<out>/final` written collectively (safe under FSDP2; a scalar-head
+    model gets its own layout with `head_meta`), then on rank 0 `summary.json`, each of `files`
+    (name -> JSON-able object) and the summary printed as one JSON line; the process group closed."""
+    out = Path(out)
+    D.save_hf_folder(model, out / "final", tokenizer=tokenizer, dtype=dtype, head_meta=head_meta)
+    if D.is_main_process():
+        for name, obj in {**(files or {}), "summary.json": summary}.items():
+            (out / name).write_text(json.dumps(obj, indent=2, default=str))
+        print(json.dumps(summary, default=str))
+    D.shutdown()
+    return summary
 
 
 def load_model(checkpoint: str, tokenizer=None, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",

@@ -15,7 +15,6 @@ the starting policy; its log-probs are computed once before training. Writes <ou
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from functools import partial
@@ -26,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 from mathlm.batching import BatchIterator  # noqa: E402
 from mathlm.cli import parse_config  # noqa: E402
 from mathlm.data import read_jsonl, write_jsonl  # noqa: E402
-from mathlm.distributed import broadcast_object, is_main_process, save_hf_folder, shutdown  # noqa: E402
+from mathlm.distributed import broadcast_object, is_main_process  # noqa: E402
 from mathlm.preference import (DPOLoss, collate_preference, encode_preference_pairs,  # noqa: E402
                                precompute_reference_logps, sample_preference_pairs)
-from mathlm.stages import RunConfig, prepare_run  # noqa: E402
+from mathlm.stages import RunConfig, prepare_run, finish_run  # noqa: E402
 from mathlm.train import Trainer  # noqa: E402
 
 
@@ -87,12 +86,7 @@ def main(argv=None) -> dict:
     summary = {"steps": trainer.global_step, "pairs": len(pairs),
                "reward_margin_first": first["reward_margin"], "reward_margin_last": last["reward_margin"],
                "reward_accuracy_last": last["reward_accuracy"]}
-    save_hf_folder(run.model, Path(cfg.out) / "final", tokenizer=run.tokenizer)  # collective under FSDP2
-    if is_main_process():
-        (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(json.dumps(summary))
-    shutdown()
-    return summary
+    return finish_run(cfg.out, run.model, run.tokenizer, summary)
 
 
 if __name__ == "__main__":

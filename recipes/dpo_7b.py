@@ -18,7 +18,6 @@ the full fp32 model on the GPU. Sharded checkpoints go to <out>/checkpoints (con
 """
 from __future__ import annotations
 
-import json
 import random
 import sys
 from dataclasses import dataclass
@@ -35,9 +34,10 @@ from mathlm.checkpoint import load_hf_state_dict, read_hf_config  # noqa: E402
 from mathlm.cli import parse_config  # noqa: E402
 from mathlm.data import generate_dataset, read_jsonl  # noqa: E402
 from mathlm.distributed import (fsdp_memory_plan, get_rank, get_world_size, init_distributed,  # noqa: E402
-                                is_main_process, save_hf_folder, shard_model, shutdown)
+                                shard_model)
 from mathlm.preference import (DPOLoss, build_preference_pairs, collate_preference,  # noqa: E402
                                encode_preference_pairs, precompute_reference_logps, sample_preference_pairs)
+from mathlm.stages import finish_run  # noqa: E402
 from mathlm.train import TrainConfig, Trainer  # noqa: E402
 
 
@@ -184,14 +184,9 @@ def main(argv=None) -> dict:
     last = trainer.train()
 
     # ---- save
-    save_hf_folder(model, Path(cfg.out) / "final", tokenizer=tokenizer, dtype=torch.bfloat16)
     summary = {"steps": trainer.global_step, "pairs": len(pairs), "world_size": info.world_size,
                "reward_margin_last": last.get("reward_margin"), "reward_accuracy_last": last.get("reward_accuracy")}
-    if is_main_process():
-        (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(json.dumps(summary))
-    shutdown()
-    return summary
+    return finish_run(cfg.out, model, tokenizer, summary, dtype=torch.bfloat16)
 
 
 if __name__ == "__main__":

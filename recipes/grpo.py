@@ -14,7 +14,6 @@ rank rolls out its own share of the problems. Writes <out>/final and <out>/rl_hi
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
 
 from mathlm.cli import parse_config  # noqa: E402
-from mathlm.distributed import is_main_process, save_hf_folder, shutdown  # noqa: E402
 from mathlm.rl import RLConfig  # noqa: E402
-from mathlm.stages import RLRunConfig, run_rl  # noqa: E402
+from mathlm.stages import RLRunConfig, run_rl, finish_run  # noqa: E402
 
 
 @dataclass
@@ -39,15 +37,9 @@ def main(argv=None) -> dict:
     trainer = run_rl(cfg)
 
     # ---- save
-    save_hf_folder(trainer.policy, Path(cfg.out) / "final", tokenizer=trainer.tokenizer)  # collective under FSDP2
     history = trainer.history
     summary = {"rl_steps": len(history), "reward_first": history[0]["reward_mean"], "reward_last": history[-1]["reward_mean"]}
-    if is_main_process():
-        (Path(cfg.out) / "rl_history.json").write_text(json.dumps(history, indent=1))
-        (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(json.dumps(summary))
-    shutdown()
-    return summary
+    return finish_run(cfg.out, trainer.policy, trainer.tokenizer, summary, files={"rl_history.json": history})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ with document boundaries (no attention across documents). Writes <out>/final (HF
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
 
 from mathlm.cli import parse_config  # noqa: E402
-from mathlm.distributed import is_main_process, save_hf_folder, shutdown  # noqa: E402
-from mathlm.stages import RunConfig, lm_examples, prepare_run, train_lm  # noqa: E402
+from mathlm.stages import RunConfig, lm_examples, prepare_run, train_lm, finish_run  # noqa: E402
 
 
 @dataclass
@@ -54,12 +52,7 @@ def main(argv=None) -> dict:
 
     # ---- save
     summary = {"steps": trainer.global_step, "documents": len(examples), "tokens_seen": trainer.tokens_seen}
-    save_hf_folder(run.model, Path(cfg.out) / "final", tokenizer=run.tokenizer)  # collective under FSDP2
-    if is_main_process():
-        (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(json.dumps(summary))
-    shutdown()
-    return summary
+    return finish_run(cfg.out, run.model, run.tokenizer, summary)
 
 
 if __name__ == "__main__":

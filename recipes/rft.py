@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 from mathlm import Tokenizer, load_hf_checkpoint  # noqa: E402
 from mathlm.cli import parse_config  # noqa: E402
 from mathlm.data import read_jsonl, write_jsonl  # noqa: E402
-from mathlm.distributed import broadcast_object, is_main_process, save_hf_folder, shutdown  # noqa: E402
+from mathlm.distributed import broadcast_object, is_main_process  # noqa: E402
 from mathlm.rft import ModelSampler, rejection_sample  # noqa: E402
 from mathlm.sandbox import Session  # noqa: E402
-from mathlm.stages import RunConfig, lm_examples, prepare_run, train_lm  # noqa: E402
+from mathlm.stages import RunConfig, lm_examples, prepare_run, train_lm, finish_run  # noqa: E402
 
 
 @dataclass
@@ -82,12 +82,7 @@ def main(argv=None) -> dict:
     # ---- save
     summary = {"steps": trainer.global_step, "records": len(records),
                "stats": {k: v for k, v in (result.stats if result else {}).items() if not isinstance(v, (list, dict))}}
-    save_hf_folder(run.model, Path(cfg.out) / "final", tokenizer=run.tokenizer)  # collective under FSDP2
-    if is_main_process():
-        (Path(cfg.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        print(json.dumps(summary, default=str))
-    shutdown()
-    return summary
+    return finish_run(cfg.out, run.model, run.tokenizer, summary)
 
 
 if __name__ == "__main__":

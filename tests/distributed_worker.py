@@ -14,6 +14,7 @@ from test_train import MODEL, batches, config, tiny_model  # noqa: E402
 from mathlm import distributed as D  # noqa: E402
 from mathlm.config import ModelConfig  # noqa: E402
 from mathlm.model import Transformer  # noqa: E402
+from mathlm.scalar_head import ScalarHeadModel  # noqa: E402
 from mathlm.train import Trainer, causal_lm_loss  # noqa: E402
 from mathlm.train_checkpoint import save_checkpoint  # noqa: E402
 
@@ -55,6 +56,11 @@ def main(out: Path) -> None:
     tokens = torch.randint(0, MODEL["vocab_size"], (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = (meta_built(tokens) - reference(tokens)).abs().max().item()
+    # A scalar-head model (reward, critique) sharded with FSDP2 exports in its own folder layout.
+    torch.manual_seed(3)
+    head_model = ScalarHeadModel(tiny_model(seed=3))
+    D.shard_model(head_model)
+    D.save_hf_folder(head_model, out / "fsdp_scalar_head", head_meta={"kind": "reward"})
     if info.is_main:
         (out / "meta_shard_load.json").write_text(json.dumps({"max_abs_diff": diff}))
     D.shutdown()

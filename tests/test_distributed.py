@@ -87,3 +87,16 @@ def test_meta_built_sharded_model_loads_full_weights(two_ranks):
     the forward equals the plain model's (how a 7B model starts without 2x memory)."""
     result = json.loads((two_ranks / "meta_shard_load.json").read_text())
     assert result["max_abs_diff"] < 1e-6
+
+
+@pytest.mark.distributed
+def test_sharded_scalar_head_model_exports_its_folder(two_ranks):
+    """save_hf_folder gathers an FSDP2-sharded ScalarHeadModel into the layout ScalarHeadModel.load
+    reads: the backbone equals a fresh build with the same seed, the head too."""
+    from mathlm.scalar_head import ScalarHeadModel
+    loaded = ScalarHeadModel.load(two_ranks / "fsdp_scalar_head")
+    torch.manual_seed(3)
+    reference = ScalarHeadModel(tiny_model(seed=3))
+    for name, p in reference.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], p, atol=0, rtol=0, msg=name)
+    assert json.loads((two_ranks / "fsdp_scalar_head" / "head_meta.json").read_text()) == {"kind": "reward"}
