@@ -85,6 +85,21 @@ def results_markdown(results: dict, image_dir: str | None) -> str:
         lines.append(f"| SFT -> RFT test accuracy | {_pm(stages['sft'], 'accuracy')} -> {_pm(rft, 'accuracy')} % "
                      f"| 71% -> 77% |")
     lines += [""]
+    for algo in ("grpo", "ppo"):
+        curves = [r["stages"][algo]["reward_curve"] for r in results.get("runs", [])
+                  if r.get("stages", {}).get(algo, {}).get("reward_curve")]
+        if curves and min(len(c) for c in curves) >= 10:
+            first = statistics.fmean(x for c in curves for x in c[:5])
+            last = statistics.fmean(x for c in curves for x in c[-5:])
+            lines += [f"{algo.upper()}'s per-step reward is the mean over one step's rollouts and is noisy; the mean "
+                      f"over the first 5 steps is {first:.3f}, over the last 5 {last:.3f}.", ""]
+    n_test = (results.get("runs") or [{}])[0].get("data", {}).get("test")
+    if n_test and stages:
+        p = statistics.fmean(s["accuracy"] for s in stages.values() if "accuracy" in s)
+        se = 100 * (p * (1 - p) / n_test) ** 0.5
+        lines += [f"Reading the table: with {n_test} test problems, one accuracy near {100 * p:.0f}% has a binomial "
+                  f"standard error of about {se:.1f} points, so differences between stages under ~{2 * se:.0f} points "
+                  f"are within noise for one seed; `--seeds 3` gives the spread over seeds.", ""]
     if image_dir:
         lines += [f"![training curves]({image_dir}/training_curves.png)", "",
                   f"![RL reward]({image_dir}/rl_reward.png)", ""]
@@ -160,7 +175,11 @@ def _write_plots(results: dict, out: Path) -> list[Path]:
         for algo in ("grpo", "ppo"):
             curve = run["stages"].get(algo, {}).get("reward_curve")
             if curve:
-                ax.plot(range(1, len(curve) + 1), curve, label=f"{algo} seed {run['seed']}")
+                line, = ax.plot(range(1, len(curve) + 1), curve, alpha=0.4, label=f"{algo} seed {run['seed']}")
+                if len(curve) >= 5:  # running mean over 5 steps
+                    smooth = [statistics.fmean(curve[max(0, i - 4):i + 1]) for i in range(len(curve))]
+                    ax.plot(range(1, len(curve) + 1), smooth, color=line.get_color(), label=f"{algo} seed {run['seed']}, "
+                            "mean of 5 steps")
     ax.set_xlabel("RL step")
     ax.set_ylabel("mean reward (fraction correct)")
     ax.legend(fontsize=7)

@@ -17,7 +17,8 @@ Stages (one training process at a time; progress lines throughout):
               baselines with the same budget; two small samplers (mixed) from the small base
  5. critique  trained on the samplers' graded samples and on corrupted questions; agreement and F1 on
               held-out examples; then filters the pool's questions and the RFT paths and weights hard samples
- 6. rft       k samples per pool problem from the two small samplers, correct + distinct paths kept,
+ 6. rft       k samples per pool problem from the two small samplers and the SFT model itself (pooled,
+              as Yuan et al. 2023 pool several models' samples), correct + distinct paths kept,
               the larger model fine-tuned on them plus the gold set; `sft_continued` gets the same steps
               on the labelled set only (equal compute)
  7. dpo       on top of RFT, pairs of correct/incorrect samples; win rate against RFT
@@ -83,7 +84,8 @@ class PipelineConfig:
     sampler_dim: int = 96                # the two small samplers: width and depth
     sampler_layers: int = 3
     # ---- steps and rates
-    pretrain_steps: int = 300
+    pretrain_steps: int = 600            # the base model (the number-copying it learns here is what SFT builds on)
+    sampler_pretrain_steps: int = 300    # the samplers' smaller base
     sft_steps: int = 300                 # also the budget of the CoT-only and PoT-only baselines
     sampler_steps: int = 250
     critique_steps: int = 150
@@ -92,6 +94,7 @@ class PipelineConfig:
     rl_steps: int = 30
     batch_size: int = 16
     lr: float = 2e-3
+    pretrain_lr: float = 3e-3            # the base model's pretraining (the samplers' base uses lr)
     rft_lr: float = 1e-3
     dpo_lr: float = 2e-5
     rl_lr: float = 3e-5
@@ -111,13 +114,15 @@ class PipelineConfig:
         self.difficulty = tuple(self.difficulty)
         if self.smoke:
             for name, value in dict(labelled=3, pool=6, val=2, test=2, corpus=8, mutations=4, self_instruct=4,
-                                    pretrain_steps=3, sft_steps=3, sampler_steps=2, critique_steps=2, rft_steps=2,
+                                    pretrain_steps=3, sampler_pretrain_steps=3, sft_steps=3, sampler_steps=2,
+                                    critique_steps=2, rft_steps=2,
                                     dpo_steps=2, rl_steps=2, rft_pool=12, eval_every=2, batch_size=4, rl_group=2,
                                     rl_prompts=2, max_new_tokens=48, k=2).items():
                 setattr(self, name, value)
         elif self.scale != 1.0:
             for name in ("labelled", "pool", "val", "test", "corpus", "mutations", "self_instruct", "pretrain_steps",
-                         "sft_steps", "sampler_steps", "critique_steps", "rft_steps", "dpo_steps", "rl_steps", "rft_pool"):
+                         "sampler_pretrain_steps", "sft_steps", "sampler_steps", "critique_steps", "rft_steps",
+                         "dpo_steps", "rl_steps", "rft_pool"):
                 setattr(self, name, max(1, round(getattr(self, name) * self.scale)))
 
 
@@ -251,11 +256,11 @@ def run_seed(cfg: PipelineConfig, seed: int) -> dict:
     progress.stage("pretrain", f"{len(data['corpus'])} documents")
     docs = lm_examples(tok, texts=[r["question"] + "\n" + r["cot"] for r in data["corpus"]], max_len=cfg.seq_len)
     base = load_model("tiny", tok, seed=seed, max_seq_len=max(512, cfg.seq_len))
-    train_lm(base, tok, docs, train_config(cfg, out / "pretrain", cfg.pretrain_steps, cfg.lr, seed),
+    train_lm(base, tok, docs, train_config(cfg, out / "pretrain", cfg.pretrain_steps, cfg.pretrain_lr, seed),
              batch_size=cfg.batch_size, seq_len=cfg.seq_len)
     small_base = load_model("tiny", tok, seed=seed + 1, dim=cfg.sampler_dim, n_layers=cfg.sampler_layers,
                             n_heads=4, n_kv_heads=2, hidden_dim=cfg.sampler_dim * 3, max_seq_len=max(512, cfg.seq_len))
-    train_lm(small_base, tok, docs, train_config(cfg, out / "pretrain_small", cfg.pretrain_steps, cfg.lr, seed),
+    train_lm(small_base, tok, docs, train_config(cfg, out / "pretrain_small", cfg.sampler_pretrain_steps, cfg.lr, seed),
              batch_size=cfg.batch_size, seq_len=cfg.seq_len)
 
     progress.stage("sft", f"mixed CoT+PoT on {len(data['labelled'])} labelled problems")
@@ -289,7 +294,9 @@ def run_seed(cfg: PipelineConfig, seed: int) -> dict:
     random.Random(seed).shuffle(pool)
     rft_pool, rl_pool = pool[:cfg.rft_pool], pool[cfg.rft_pool:] or pool
 
-    progress.stage("rft sampling", f"{len(rft_pool)} pool problems x {cfg.k} samples x 2 samplers")
+    samplers.append(ModelSampler(models["sft"], tok, cfg.max_new_tokens, tools=tools, name="sft"))
+    progress.stage("rft sampling", f"{len(rft_pool)} pool problems x {cfg.k} samples x {len(samplers)} samplers "
+                                   f"(two small models and the SFT model)")
     sampled = rejection_sample(samplers, rft_pool, cfg.k, cfg.temperature, max_paths_per_problem=cfg.max_paths,
                                seed=seed)
 
