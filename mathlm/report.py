@@ -164,7 +164,8 @@ def _write_plots(results: dict, out: Path) -> list[Path]:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
     ax.set_yscale("log")
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
     ax.set_title("training curves (first seed)")
     files.append(out / "training_curves.png")
     fig.savefig(files[-1], dpi=110)
@@ -182,7 +183,8 @@ def _write_plots(results: dict, out: Path) -> list[Path]:
                             "mean of 5 steps")
     ax.set_xlabel("RL step")
     ax.set_ylabel("mean reward (fraction correct)")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     ax.set_title("RL on top of RFT: reward per step")
     files.append(out / "rl_reward.png")
     fig.savefig(files[-1], dpi=110)
