@@ -60,6 +60,16 @@ def results_markdown(results: dict, image_dir: str | None) -> str:
         row += [_pm(s.get("by_domain", {}), d) for d in domains]
         lines.append("| " + " | ".join(row) + " |")
     lines += [""]
+    runs = results.get("runs", [])
+    if len(runs) > 1:  # seeds differ in data and initialization: compare stages within a seed
+        lines += ["Per seed (the same data and initialization down a column, so differences between stages are "
+                  "paired):", "", "| stage | " + " | ".join(f"seed {r['seed']}" for r in runs) + " |",
+                  "|---|" + "---|" * len(runs)]
+        for name in stages:
+            cells = [f"{100 * r['stages'][name]['accuracy']:.1f}" if "accuracy" in r["stages"].get(name, {}) else "–"
+                     for r in runs]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += [""]
     if image_dir:
         lines += [f"![accuracy by stage]({image_dir}/accuracy_by_stage.png)", ""]
     rft, dpo, crit = stages.get("rft", {}), stages.get("dpo", {}), results.get("critique", {})
@@ -103,7 +113,6 @@ def results_markdown(results: dict, image_dir: str | None) -> str:
     if image_dir:
         lines += [f"![training curves]({image_dir}/training_curves.png)", "",
                   f"![RL reward]({image_dir}/rl_reward.png)", ""]
-    runs = results.get("runs", [])
     if runs:
         lines += ["## Time per stage (first seed)", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.0f} |" for k, v in runs[0].get("seconds", {}).items()]

@@ -40,6 +40,9 @@ def test_results_markdown_table_rows_in_stage_order():
     assert "45.0 ± 21.2" in rft_row
     assert "| critique agreement with reference labels (held out) | 90.0 % |" in text
     assert "| SFT -> RFT test accuracy | 30.0 ± 14.1 -> 45.0 ± 21.2 % | 71% -> 77% |" in text
+    results["runs"] = runs
+    per_seed = results_markdown(results, image_dir=None)
+    assert "| stage | seed 0 | seed 1 |" in per_seed and "| rft | 30.0 | 60.0 |" in per_seed
 
 
 def test_write_report_page_links_images_it_wrote(tmp_path):
