@@ -266,7 +266,8 @@ def save_hf_folder(model: nn.Module, path: str | os.PathLike, tokenizer=None, dt
             from .scalar_head import write_scalar_head_folder
             backbone = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
             head = {k.removeprefix("head."): v for k, v in weights.items() if k.startswith("head.")}
-            write_scalar_head_folder(path, _GatheredModel(model.config, backbone), head, tokenizer, **(head_meta or {}))
+            write_scalar_head_folder(path, _GatheredModel(model.config, backbone), head, tokenizer, dtype,
+                                     **(head_meta or {}))
         else:
             save_hf_checkpoint(_GatheredModel(model.config, weights), path, tokenizer=tokenizer, dtype=dtype)
     del weights

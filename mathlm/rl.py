@@ -559,6 +559,13 @@ class RLTrainer:
         self._started, self._plan = time.perf_counter(), (self.rl_step, self.rl_step + steps)
         return [self.step() for _ in range(steps)]
 
+    def summary(self) -> dict[str, float]:
+        """`rl_steps` run so far and the mean reward of the first and the last of them."""
+        if not self.history:
+            raise ValueError("summary() needs at least one RL step: call train() first")
+        return {"rl_steps": len(self.history), "reward_first": self.history[0]["reward_mean"],
+                "reward_last": self.history[-1]["reward_mean"]}
+
     # ---- statistics and logging
 
     def _statistics(self, rollout: Rollout, adv: Advantages, rewards: dict, records: list[dict],

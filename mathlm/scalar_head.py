@@ -31,13 +31,13 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def write_scalar_head_folder(path: str | os.PathLike, backbone, head_state: dict[str, torch.Tensor], tokenizer=None,
-                             **extra_meta) -> Path:
+                             dtype: torch.dtype | None = None, **extra_meta) -> Path:
     """The scalar-head folder layout: `backbone` (anything with `config` and `state_dict()`, as
-    save_hf_checkpoint reads) in HF layout, the head's tensors in HEAD_FILE, `extra_meta` in
-    head_meta.json; written beside `path` and swapped in atomically."""
+    save_hf_checkpoint reads) in HF layout (cast to `dtype` when given), the head's tensors in
+    HEAD_FILE, `extra_meta` in head_meta.json; written beside `path` and swapped in atomically."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.writing-{os.getpid()}")
-    save_hf_checkpoint(backbone, tmp, tokenizer=tokenizer)
+    save_hf_checkpoint(backbone, tmp, tokenizer=tokenizer, dtype=dtype)
     save_file({k: v.detach().cpu().contiguous() for k, v in head_state.items()}, str(tmp / HEAD_FILE))
     if extra_meta:
         (tmp / "head_meta.json").write_text(json.dumps(extra_meta, indent=2))

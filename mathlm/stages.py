@@ -8,6 +8,9 @@
 - `train_lm(...)`: pretraining or SFT with the one Trainer; optionally evaluates greedy accuracy on
   a validation split every `eval_every` steps and restores the best weights at the end (starting
   checkpoints are chosen on validation data, never on the test split).
+- `run_rl(cfg)`: PPO or GRPO on the records' questions.
+- `finish_run(...)` / `finish_rl_run(cfg, trainer)`: the end of every recipe (the final folder
+  written collectively, `summary.json` and the summary line on rank 0).
 """
 from __future__ import annotations
 
@@ -234,3 +237,9 @@ def run_rl(cfg: RLRunConfig, run: Run | None = None):
     trainer = RLTrainer(run.model, run.tokenizer, problems, rl, cfg, reward_model=reward_model)
     trainer.train(cfg.rl_steps)
     return trainer
+
+
+def finish_rl_run(cfg: RLRunConfig, trainer: RLTrainer) -> dict:
+    """The end of an RL recipe: `finish_run` with the trainer's summary and `rl_history.json`."""
+    return finish_run(cfg.out, trainer.policy, trainer.tokenizer, trainer.summary(),
+                      files={"rl_history.json": trainer.history})

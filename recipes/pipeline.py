@@ -356,8 +356,7 @@ def run_seed(cfg: PipelineConfig, seed: int) -> dict:
     rl = RLTrainer(models["grpo"], tok, rl_pool, rl_cfg,
                    train_config(cfg, out / "grpo", updates, cfg.rl_lr, seed, log_every=10 * updates))
     history = rl.train(cfg.rl_steps)
-    stages["grpo"] = {"reward_first": history[0]["reward_mean"], "reward_last": history[-1]["reward_mean"],
-                      "reward_curve": [h["reward_mean"] for h in history]}
+    stages["grpo"] = {**rl.summary(), "reward_curve": [h["reward_mean"] for h in history]}
 
     progress.stage("eval", f"{len(models)} models on {len(data['test'])} test problems")
     for name in ("cot_only", "pot_only", "sft", "sft_continued", "rft", "dpo", "grpo"):

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 
 from mathlm.cli import parse_config  # noqa: E402
 from mathlm.rl import RLConfig  # noqa: E402
-from mathlm.stages import RLRunConfig, run_rl, finish_run  # noqa: E402
+from mathlm.stages import RLRunConfig, finish_rl_run, run_rl  # noqa: E402
 
 
 @dataclass
@@ -34,12 +34,7 @@ class PPOConfig(RLRunConfig):
 
 def main(argv=None) -> dict:
     cfg = parse_config(PPOConfig, argv, description=__doc__)
-    trainer = run_rl(cfg)
-
-    # ---- save
-    history = trainer.history
-    summary = {"rl_steps": len(history), "reward_first": history[0]["reward_mean"], "reward_last": history[-1]["reward_mean"]}
-    return finish_run(cfg.out, trainer.policy, trainer.tokenizer, summary, files={"rl_history.json": history})
+    return finish_rl_run(cfg, run_rl(cfg))
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ Where the pairs come from, in order:
             them, correct ones are chosen and wrong ones rejected (mathlm.preference);
   neither   synthetic pairs from the records: chosen = the reference solution (--format), rejected =
             the same solution with a wrong final answer or a miscopied number
-            (mathlm.critique_data.corrupt_solution) -- enough to see the model learn on a CPU.
-The backbone starts from --checkpoint (usually the SFT model), the head from scratch. Pairs are
-split by question: --held_out of the questions never train. Writes <out>/final (backbone in HF
-layout + score_head.safetensors + tokenizer; load it with mathlm.RewardModel.load) and summary.json.
+            (mathlm.critique_data.corrupt_solution). These errors are subtle: a tiny model stays near
+            chance on them for hundreds of steps (docs/reward_and_critique.md); give real pairs.
+The backbone starts from --checkpoint (usually the SFT model), the head from scratch. About
+--held_out of the pairs are held out, whole questions at a time (mathlm.data.train_test_split).
+Writes <out>/final (backbone in HF layout + score_head.safetensors + tokenizer; load it with
+mathlm.RewardModel.load) and summary.json.
 """
 from __future__ import annotations
 
@@ -29,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a sourc
 
 from mathlm.cli import parse_config  # noqa: E402
 from mathlm.critique_data import corrupt_solution  # noqa: E402
-from mathlm.data import read_jsonl, write_jsonl  # noqa: E402
-from mathlm.data.similarity import normalize_question  # noqa: E402
+from mathlm.data import read_jsonl, train_test_split, write_jsonl  # noqa: E402
 from mathlm.distributed import broadcast_object, is_main_process  # noqa: E402
 from mathlm.preference import sample_preference_pairs  # noqa: E402
 from mathlm.reward import RewardModel, preference_accuracy, reward_batches, reward_eval_fn, reward_loss_fn  # noqa: E402
@@ -47,7 +48,7 @@ class RewardConfig(RunConfig):
     max_new_tokens: int = 320            # tokens per sampled solution
     max_pairs_per_prompt: int = 2        # pairs per problem (balance across problems)
     format: str = "mixed"                # synthetic pairs: which reference solution is the chosen one
-    held_out: float = 0.2                # share of the questions whose pairs are held out for accuracy
+    held_out: float = 0.2                # share of the pairs held out for accuracy (whole questions)
     max_len: int = 384                   # tokens per sequence (question + response)
     batch_size: int = 8                  # pairs per micro-batch (2x sequences)
     lr: float = 1e-3
@@ -72,15 +73,6 @@ def synthetic_pairs(records: list[dict], field: str, seed: int) -> list[dict]:
     return pairs
 
 
-def split_by_question(pairs: list[dict], held_out: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """(train, held-out): all pairs of a question land on the same side."""
-    questions = sorted({normalize_question(p["question"]) for p in pairs})
-    random.Random(seed).shuffle(questions)
-    held = set(questions[:round(held_out * len(questions))])
-    return ([p for p in pairs if normalize_question(p["question"]) not in held],
-            [p for p in pairs if normalize_question(p["question"]) in held])
-
-
 def main(argv=None) -> dict:
     cfg = parse_config(RewardConfig, argv, description=__doc__)
     if not 0.0 < cfg.held_out < 1.0:
@@ -97,7 +89,7 @@ def main(argv=None) -> dict:
             cfg.max_pairs_per_prompt, seed=cfg.seed) if is_main_process() else None)
     else:
         pairs = synthetic_pairs(run.records, cfg.format, cfg.seed)
-    train, held = split_by_question(list(pairs), cfg.held_out, cfg.seed)
+    train, held = train_test_split(list(pairs), test_fraction=cfg.held_out, seed=cfg.seed)  # split by question
     if not train or not held:
         raise SystemExit(f"{len(pairs)} preference pairs over too few questions to hold out {cfg.held_out:.0%} of "
                          "them; give more --data or --pairs (with --k: raise --k or --temperature)")

@@ -82,18 +82,34 @@ def test_dpo_on_given_pairs(sft_folder, records, tmp_path):
     assert summary["reward_margin_last"] > summary["reward_margin_first"]
 
 
-def test_reward_model_learns_synthetic_pairs_and_loads_back(tmp_path):
+def test_reward_model_synthetic_pairs_are_reference_vs_corrupted(records):
+    pairs = recipe("reward_model").synthetic_pairs(records, "mixed", seed=0)
+    by_question = {r["question"]: r for r in records}
+    assert len(pairs) >= len(records) // 2
+    for p in pairs:
+        assert p["chosen"] == by_question[p["question"]]["mixed"] and p["rejected"] != p["chosen"]
+        assert p["corruption"] in ("final_answer", "copied_number")
+
+
+def test_reward_model_learns_given_pairs_and_loads_back(records, tmp_path):
     from mathlm import RewardModel
-    summary = recipe("reward_model").main([*TINY, "--n_per_domain", "6", "--max_steps", "40", "--batch_size", "8",
-                                           "--lr", "3e-3", "--held_out", "0.3", "--out", str(tmp_path)])
+    # Learnable pairs: a worked solution against a bare guess of another problem's answer.
+    pairs = [{"question": a["question"], "chosen": a["mixed"], "rejected": f"The answer is \\boxed{{{b['answer']}}}."}
+             for a, b in zip(records, records[1:] + records[:1])]
+    write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    summary = recipe("reward_model").main([*TINY, "--pairs", str(tmp_path / "pairs.jsonl"), "--max_steps", "40",
+                                           "--batch_size", "8", "--lr", "3e-3", "--held_out", "0.3",
+                                           "--out", str(tmp_path)])
     held = [json.loads(line) for line in (tmp_path / "pairs_held_out.jsonl").read_text().splitlines()]
     train = [json.loads(line) for line in (tmp_path / "pairs_train.jsonl").read_text().splitlines()]
     assert summary["pairs_held_out"] == len(held) > 0 and summary["steps"] == 40
+    assert len(held) + len(train) == len(pairs)
     assert not {p["question"] for p in held} & {p["question"] for p in train}  # split by question
     # The saved model reproduces the summary's accuracy on the held-out pairs, scored independently.
     rm = RewardModel.load(tmp_path / "final")
-    chosen = rm.score([(p["question"], p["chosen"]) for p in held], max_len=256)
-    rejected = rm.score([(p["question"], p["rejected"]) for p in held], max_len=256)
+    max_len = recipe("reward_model").RewardConfig().max_len  # the recipe scores at its --max_len
+    chosen = rm.score([(p["question"], p["chosen"]) for p in held], max_len=max_len)
+    rejected = rm.score([(p["question"], p["rejected"]) for p in held], max_len=max_len)
     wins = sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)) / len(held)
     assert wins == pytest.approx(summary["held_out_accuracy"])
     assert summary["held_out_margin"] > 0
