@@ -3,6 +3,7 @@ top-level `kernels` module, from any working directory: that name belongs to Hug
 distribution, which transformers 5.x imports whenever it builds a model."""
 import ast
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
@@ -102,3 +103,15 @@ def test_recipes_never_edit_sys_path():
                  if isinstance(node, ast.Attribute) and node.attr == "path"
                  and isinstance(node.value, ast.Name) and node.value.id == "sys"]
         assert not edits, f"{path.name} touches sys.path on lines {edits}"
+
+
+def test_a_recipe_runs_from_the_repo_root(tmp_path):
+    """The README's `python recipes/sft.py ...` from the root, with the installed package: one step,
+    and its final folder is a Hugging Face checkpoint folder."""
+    out = tmp_path / "sft"
+    r = subprocess.run([sys.executable, "recipes/sft.py", "--max_steps", "1", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 1
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (out / "final").iterdir()}
