@@ -30,7 +30,7 @@ from .checkpoint import load_hf_checkpoint
 from .config import PRESETS, ModelConfig
 from .model import Transformer
 from .rl import RLConfig, RLTrainer
-from .tokenizer import TOKENIZER_FILE, Tokenizer
+from .tokenizer import Tokenizer, has_tokenizer
 from .train import Trainer, TrainConfig, causal_lm_loss
 
 
@@ -74,8 +74,8 @@ def load_records(cfg: RunConfig, required: Sequence[str] = ("question", "answer"
 def load_tokenizer(cfg: RunConfig, records: Sequence[dict], text_keys: Sequence[str] = ("question", "mixed")) -> Tokenizer:
     if cfg.tokenizer:
         return Tokenizer.from_file(cfg.tokenizer)
-    if (Path(cfg.checkpoint) / TOKENIZER_FILE).is_file():
-        return Tokenizer.from_file(cfg.checkpoint)
+    if has_tokenizer(cfg.checkpoint):
+        return Tokenizer.from_pretrained(cfg.checkpoint)
     texts = [r[k] for r in records for k in text_keys if isinstance(r.get(k), str) and r[k]]
     return Tokenizer.train(texts, vocab_size=cfg.vocab_size)
 
