@@ -22,25 +22,22 @@ and summary.json with agreement, F1 of both classes and the majority baseline pe
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
-
-from mathlm.cli import parse_config  # noqa: E402
-from mathlm.critique import (QUESTION_HEADER, QUESTION_TRAILER, SOLUTION_HEADER, SOLUTION_TRAILER,  # noqa: E402
+from mathlm.cli import parse_config
+from mathlm.critique import (QUESTION_HEADER, QUESTION_TRAILER, SOLUTION_HEADER, SOLUTION_TRAILER,
                              CritiqueScorer, build_critique_dataset, critique_batches, critique_eval_fn,
                              critique_loss_fn, evaluate_critique)
-from mathlm.critique_data import synthetic_graded_samples  # noqa: E402
-from mathlm.data import read_jsonl, write_jsonl  # noqa: E402
-from mathlm.distributed import broadcast_object, is_main_process  # noqa: E402
-from mathlm.rft import ModelSampler, rejection_sample  # noqa: E402
-from mathlm.sandbox import Session  # noqa: E402
-from mathlm.scalar_head import ScalarHeadModel  # noqa: E402
-from mathlm.stages import RunConfig, prepare_run, finish_run  # noqa: E402
-from mathlm.train import Trainer  # noqa: E402
+from mathlm.critique_data import synthetic_graded_samples
+from mathlm.data import read_jsonl, write_jsonl
+from mathlm.distributed import broadcast_object, is_main_process
+from mathlm.rft import ModelSampler, rejection_sample
+from mathlm.sandbox import Session
+from mathlm.scalar_head import ScalarHeadModel
+from mathlm.stages import RunConfig, prepare_run, finish_run
+from mathlm.train import Trainer
 
 METRICS = ("agreement", "f1_pos", "f1_neg", "macro_f1", "majority_baseline", "n")
 

@@ -15,21 +15,18 @@ the starting policy; its log-probs are computed once before training. Writes <ou
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
-
-from mathlm.batching import BatchIterator  # noqa: E402
-from mathlm.cli import parse_config  # noqa: E402
-from mathlm.data import read_jsonl, write_jsonl  # noqa: E402
-from mathlm.distributed import broadcast_object, is_main_process  # noqa: E402
-from mathlm.preference import (DPOLoss, collate_preference, encode_preference_pairs,  # noqa: E402
+from mathlm.batching import BatchIterator
+from mathlm.cli import parse_config
+from mathlm.data import read_jsonl, write_jsonl
+from mathlm.distributed import broadcast_object, is_main_process
+from mathlm.preference import (DPOLoss, collate_preference, encode_preference_pairs,
                                precompute_reference_logps, sample_preference_pairs)
-from mathlm.stages import RunConfig, prepare_run, finish_run  # noqa: E402
-from mathlm.train import Trainer  # noqa: E402
+from mathlm.stages import RunConfig, prepare_run, finish_run
+from mathlm.train import Trainer
 
 
 @dataclass

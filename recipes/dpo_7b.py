@@ -19,26 +19,22 @@ the full fp32 model on the GPU. Sharded checkpoints go to <out>/checkpoints (con
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
+import torch
 
-import torch  # noqa: E402
-
-from mathlm import ModelConfig, Tokenizer, Transformer  # noqa: E402
-from mathlm.batching import BatchIterator  # noqa: E402
-from mathlm.checkpoint import load_hf_state_dict, read_hf_config  # noqa: E402
-from mathlm.cli import parse_config  # noqa: E402
-from mathlm.data import generate_dataset, read_jsonl  # noqa: E402
-from mathlm.distributed import (fsdp_memory_plan, get_rank, get_world_size, init_distributed,  # noqa: E402
+from mathlm import ModelConfig, Tokenizer, Transformer
+from mathlm.batching import BatchIterator
+from mathlm.checkpoint import load_hf_state_dict, read_hf_config
+from mathlm.cli import parse_config
+from mathlm.data import generate_dataset, read_jsonl
+from mathlm.distributed import (fsdp_memory_plan, get_rank, get_world_size, init_distributed,
                                 shard_model)
-from mathlm.preference import (DPOLoss, build_preference_pairs, collate_preference,  # noqa: E402
+from mathlm.preference import (DPOLoss, build_preference_pairs, collate_preference,
                                encode_preference_pairs, precompute_reference_logps, sample_preference_pairs)
-from mathlm.stages import finish_run  # noqa: E402
-from mathlm.train import TrainConfig, Trainer  # noqa: E402
+from mathlm.stages import finish_run
+from mathlm.train import TrainConfig, Trainer
 
 
 @dataclass

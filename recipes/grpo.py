@@ -14,15 +14,11 @@ rank rolls out its own share of the problems. Writes <out>/final and <out>/rl_hi
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
-
-from mathlm.cli import parse_config  # noqa: E402
-from mathlm.rl import RLConfig  # noqa: E402
-from mathlm.stages import RLRunConfig, finish_rl_run, run_rl  # noqa: E402
+from mathlm.cli import parse_config
+from mathlm.rl import RLConfig
+from mathlm.stages import RLRunConfig, finish_rl_run, run_rl
 
 
 @dataclass

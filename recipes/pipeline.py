@@ -31,34 +31,31 @@ from __future__ import annotations
 import copy
 import json
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
+import torch
 
-import torch  # noqa: E402
-
-from mathlm import Tokenizer  # noqa: E402
-from mathlm.batching import BatchIterator  # noqa: E402
-from mathlm.cli import parse_config  # noqa: E402
-from mathlm.critique import (CritiqueScorer, build_critique_dataset, critique_batches, critique_loss_fn,  # noqa: E402
+from mathlm import Tokenizer
+from mathlm.batching import BatchIterator
+from mathlm.cli import parse_config
+from mathlm.critique import (CritiqueScorer, build_critique_dataset, critique_batches, critique_loss_fn,
                              critique_sample_weights, evaluate_critique)
-from mathlm.data import (dedup, generate_dataset, mutate_records, normalize_question, save_dataset,  # noqa: E402
+from mathlm.data import (dedup, generate_dataset, mutate_records, normalize_question, save_dataset,
                          self_instruct, split_dataset)
-from mathlm.evaluation import evaluate_model, win_rate  # noqa: E402
-from mathlm.preference import (DPOLoss, build_preference_pairs, collate_preference,  # noqa: E402
+from mathlm.evaluation import evaluate_model, win_rate
+from mathlm.preference import (DPOLoss, build_preference_pairs, collate_preference,
                                encode_preference_pairs, precompute_reference_logps)
-from mathlm.report import mean_over_seeds, write_report  # noqa: E402
-from mathlm.rft import ModelSampler, rejection_sample  # noqa: E402
-from mathlm.rl import RLConfig, RLTrainer  # noqa: E402
-from mathlm.sampling import TextCompleter  # noqa: E402
-from mathlm.sandbox import Session  # noqa: E402
-from mathlm.scalar_head import ScalarHeadModel  # noqa: E402
-from mathlm.stages import lm_examples, load_model, train_lm  # noqa: E402
-from mathlm.train import Trainer, TrainConfig  # noqa: E402
+from mathlm.report import mean_over_seeds, write_report
+from mathlm.rft import ModelSampler, rejection_sample
+from mathlm.rl import RLConfig, RLTrainer
+from mathlm.sampling import TextCompleter
+from mathlm.sandbox import Session
+from mathlm.scalar_head import ScalarHeadModel
+from mathlm.stages import lm_examples, load_model, train_lm
+from mathlm.train import Trainer, TrainConfig
 
 
 @dataclass

@@ -12,14 +12,10 @@ with document boundaries (no attention across documents). Writes <out>/final (HF
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
-
-from mathlm.cli import parse_config  # noqa: E402
-from mathlm.stages import RunConfig, lm_examples, prepare_run, train_lm, finish_run  # noqa: E402
+from mathlm.cli import parse_config
+from mathlm.stages import RunConfig, lm_examples, prepare_run, train_lm, finish_run
 
 
 @dataclass

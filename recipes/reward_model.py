@@ -23,20 +23,17 @@ mathlm.RewardModel.load) and summary.json.
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
-
-from mathlm.cli import parse_config  # noqa: E402
-from mathlm.critique_data import corrupt_solution  # noqa: E402
-from mathlm.data import read_jsonl, train_test_split, write_jsonl  # noqa: E402
-from mathlm.distributed import broadcast_object, is_main_process  # noqa: E402
-from mathlm.preference import sample_preference_pairs  # noqa: E402
-from mathlm.reward import RewardModel, preference_accuracy, reward_batches, reward_eval_fn, reward_loss_fn  # noqa: E402
-from mathlm.stages import RunConfig, prepare_run, finish_run  # noqa: E402
-from mathlm.train import Trainer  # noqa: E402
+from mathlm.cli import parse_config
+from mathlm.critique_data import corrupt_solution
+from mathlm.data import read_jsonl, train_test_split, write_jsonl
+from mathlm.distributed import broadcast_object, is_main_process
+from mathlm.preference import sample_preference_pairs
+from mathlm.reward import RewardModel, preference_accuracy, reward_batches, reward_eval_fn, reward_loss_fn
+from mathlm.stages import RunConfig, prepare_run, finish_run
+from mathlm.train import Trainer
 
 
 @dataclass

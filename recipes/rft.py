@@ -16,19 +16,16 @@ torchrun job and its records are shared with the other ranks. Writes <out>/rft_r
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
-
-from mathlm import Tokenizer, load_hf_checkpoint  # noqa: E402
-from mathlm.cli import parse_config  # noqa: E402
-from mathlm.data import read_jsonl, write_jsonl  # noqa: E402
-from mathlm.distributed import broadcast_object, is_main_process  # noqa: E402
-from mathlm.rft import ModelSampler, rejection_sample  # noqa: E402
-from mathlm.sandbox import Session  # noqa: E402
-from mathlm.stages import RunConfig, lm_examples, prepare_run, train_lm, finish_run  # noqa: E402
+from mathlm import Tokenizer, load_hf_checkpoint
+from mathlm.cli import parse_config
+from mathlm.data import read_jsonl, write_jsonl
+from mathlm.distributed import broadcast_object, is_main_process
+from mathlm.rft import ModelSampler, rejection_sample
+from mathlm.sandbox import Session
+from mathlm.stages import RunConfig, lm_examples, prepare_run, train_lm, finish_run
 
 
 @dataclass

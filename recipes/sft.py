@@ -12,15 +12,11 @@ the best weights are kept. The final model is written to <out>/final in Hugging 
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout too
-
-from mathlm.cli import parse_config  # noqa: E402
-from mathlm.data import train_test_split  # noqa: E402
-from mathlm.stages import RunConfig, lm_examples, prepare_run, train_lm, finish_run  # noqa: E402
+from mathlm.cli import parse_config
+from mathlm.data import train_test_split
+from mathlm.stages import RunConfig, lm_examples, prepare_run, train_lm, finish_run
 
 
 @dataclass

@@ -328,10 +328,11 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_retried():
     victim = _idle_worker_pids()[0]
     killer = threading.Timer(0.3, os.killpg, (victim, signal.SIGKILL))
     killer.start()
-    slow = "total = 0\nfor k in range(4_000_000):\n    total += k\nprint(total)"
-    results = run_many([slow, "print('next')"], workers=1, timeout=10)
+    # ~1.5 s of work on an idle core (4M iterations took 0.27 s: the kill at 0.3 s then came too late)
+    slow = "total = 0\nfor k in range(24_000_000):\n    total += k\nprint(total)"
+    results = run_many([slow, "print('next')"], workers=1, timeout=20)
     killer.join()
-    assert [r.stdout for r in results] == [f"{sum(range(4_000_000))}\n", "next\n"]
+    assert [r.stdout for r in results] == [f"{sum(range(24_000_000))}\n", "next\n"]
     assert victim not in _idle_worker_pids()
 
 

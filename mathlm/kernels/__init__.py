@@ -9,7 +9,19 @@ Which path runs: Triton for CUDA tensors or under TRITON_INTERPRET=1, the refere
 tensors otherwise; force one with `backend=` on a call, `set_kernel_backend(...)`,
 `with kernel_backend("reference"): ...` or MATHLM_KERNEL_BACKEND=reference. docs/kernels.md has
 the details and figures.
+
+Where the modules live: the kernel sources are the repository's top-level `kernels/` folder, which
+has no `__init__.py` on purpose. Without one it is at most a namespace-package portion, and Python
+prefers any installed regular package or module of the same name to a namespace portion wherever it
+stands on sys.path, so running from the repository root never shadows Hugging Face's `kernels`
+distribution. This file is the package's `__init__`: in a wheel the kernel modules are copied beside
+it (setup.py); in a source checkout or editable install it adds the top-level folder to `__path__`.
 """
+from pathlib import Path as _Path
+
+_here = _Path(__file__).resolve().parent
+if not (_here / "flash_attention.py").is_file():  # source checkout / editable install
+    __path__.append(str(_here.parents[1] / "kernels"))
 from .flash_attention import flash_attention, flash_attention_varlen
 from .sparse_attention import block_sparse_attention
 from .sparse_layouts import (bigbird_layout, dense_layout, fixed_layout, global_layout, layout_density,
