@@ -47,10 +47,12 @@ def test_render_equals_transformers(pair, name, add_generation_prompt):
     assert want_ids == tok.encode(want, bos=False)
 
 
-def test_tool_calls_use_tojson_without_html_escapes(pair):
-    style, tok, hf = pair
-    if style != "qwen2":
-        pytest.skip("the Llama-3 template here has no tool turns")
+def test_tool_calls_use_tojson_without_html_escapes(tmp_path):
+    """Qwen2.5's template writes tool-call arguments with tojson: non-ASCII kept, no HTML escapes."""
+    from hf_tokenizers import write_qwen2_folder
+
+    folder = write_qwen2_folder(tmp_path)
+    tok, hf = Tokenizer.from_pretrained(folder), transformers.AutoTokenizer.from_pretrained(folder)
     out = tok.apply_chat_template(QWEN_TOOL_CALL, add_generation_prompt=True)
     assert out == hf.apply_chat_template(QWEN_TOOL_CALL, add_generation_prompt=True, tokenize=False)
     assert json.dumps({"code": "print('é' + \"<&>\")"}, ensure_ascii=False) in out  # no \u00e9, no &lt;

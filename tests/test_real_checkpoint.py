@@ -30,9 +30,9 @@ def folder(tmp_path_factory):
                                    eos_token_id=gen["eos_token_id"], attn_implementation="eager")
     torch.manual_seed(0)
     model = transformers.Qwen2ForCausalLM(cfg)
-    with torch.no_grad():  # larger weights than HF's init: confident, varied greedy choices
+    with torch.no_grad():  # larger matrices than HF's init: confident, varied greedy choices (not one token repeated)
         for name, p in model.named_parameters():
-            p.normal_(0, 0.5 if "bias" in name or "embed" in name else 0.15)
+            p.normal_(0, 0.1 if "bias" in name or "embed" in name else 0.3)
             if "norm" in name:
                 p.add_(1.0)
     model.save_pretrained(path)
@@ -61,7 +61,8 @@ def test_chat_prompt_logits_match_transformers(folder):
     assert ours.config.qkv_bias and ours.config.tie_embeddings
     x = torch.tensor([ids])
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), hf_model(folder)(x).logits, rtol=1e-9, atol=1e-9)
+        # transformers builds the RoPE tables in float32 even for a float64 model: agreement to ~1e-6
+        torch.testing.assert_close(ours(x), hf_model(folder)(x).logits, rtol=1e-5, atol=1e-5)
 
 
 def test_greedy_generation_equals_hf_generate_and_stops_on_eos_ids(folder, tmp_path):
@@ -75,6 +76,7 @@ def test_greedy_generation_equals_hf_generate_and_stops_on_eos_ids(folder, tmp_p
     got = generate(model, [prompt], 24, temperature=0, tokenizer=tok)[0][0]
     assert got.tokens == want and got.text == tok.decode(want)
     assert not set(want) & set(tok.stop_ids) and got.finish_reason == "length"
+    assert len(set(want)) >= 8 and want[4] not in want[:4]  # a varied sequence, so stopping is visible
 
     stop = want[4]
     gen = json.loads((folder / "generation_config.json").read_text())
@@ -86,7 +88,7 @@ def test_greedy_generation_equals_hf_generate_and_stops_on_eos_ids(folder, tmp_p
     finally:
         (folder / "generation_config.json").write_text(json.dumps(gen))
     assert stop in tok.eos_ids
-    assert got.tokens == want == want[:want.index(stop) + 1] and got.finish_reason == "eos"
+    assert got.tokens == want and len(want) == 5 and got.finish_reason == "eos"
 
 
 def test_written_folder_loads_in_transformers(folder, tmp_path):
