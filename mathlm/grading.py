@@ -44,8 +44,9 @@ import threading
 import time
 from fractions import Fraction
 from functools import lru_cache
+from typing import NamedTuple
 
-__all__ = ["extract_answer", "math_equal", "strip_answer"]
+__all__ = ["BoxedSpan", "boxed_spans", "extract_answer", "last_boxed", "math_equal", "strip_answer"]
 
 # ----------------------------------------------------------------------------------------
 # extraction
@@ -81,8 +82,36 @@ def _closing_braces(text: str) -> dict[int, int]:
     return pairs
 
 
-def _last_boxed(text: str) -> str | None:
-    pairs = None  # computed once, on demand: rescanning per \boxed would be quadratic
+class BoxedSpan(NamedTuple):
+    """One ``\\boxed{...}`` (or ``\\fbox{...}``) group: ``text[start:end]`` is the whole group,
+    ``text[content_start:content_end]`` what is inside the braces."""
+
+    start: int
+    end: int
+    content_start: int
+    content_end: int
+
+
+def boxed_spans(text: str) -> list[BoxedSpan]:
+    """Every balanced ``\\boxed{...}`` / ``\\fbox{...}`` group of ``text``, in order (nested
+    braces included; a group that never closes is skipped). One brace scan for the whole text."""
+    spans, pairs = [], None  # computed on demand: rescanning per \boxed would be quadratic
+    for m in _BOXED.finditer(text or ""):
+        j = m.end()
+        if j < len(text) and text[j] == "{":
+            pairs = _closing_braces(text) if pairs is None else pairs
+            if j in pairs:
+                spans.append(BoxedSpan(m.start(), pairs[j] + 1, j + 1, pairs[j]))
+    return spans
+
+
+def last_boxed(text: str | None) -> str | None:
+    """The content of the last ``\\boxed{...}`` or ``\\fbox{...}`` in ``text`` (nested braces
+    included, surrounding spaces stripped), or None. ``\\boxed 5`` (no braces) gives ``5``.
+    The one boxed extractor of mathlm: data loading, RFT, RL and critique data call it."""
+    if not text:
+        return None
+    pairs = None
     for m in reversed(list(_BOXED.finditer(text))):
         j = m.end()
         if j < len(text) and text[j] == "{":
@@ -113,7 +142,7 @@ def extract_answer(text: str | None) -> str | None:
     """
     if not text:
         return None
-    boxed = _last_boxed(text)
+    boxed = last_boxed(text)
     if boxed is not None:
         return boxed
     matches = list(_ANSWER_IS.finditer(text))
@@ -158,7 +187,7 @@ def strip_answer(answer: str) -> str:
     currency and ``\\text{}`` wrappers removed. The meaning is left untouched."""
     s = str(answer).strip()
     if s.startswith("\\boxed"):
-        inner = _last_boxed(s)
+        inner = last_boxed(s)
         if inner is not None:
             s = inner
     s = s.replace("\n", " ")
