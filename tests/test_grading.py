@@ -192,8 +192,17 @@ EXTRACTION = [
     ("#### 1,234", "1,234"),
     ("Compute it.\n```python\nprint(6 * 7)\n```\n```output\n42\n```\n", "42"),
     ("```python\nprint(1)\n```\n```output\n1\n```\nagain\n```python\nprint(2)\n```\n```output\nline\n2\n```", "2"),
-    ("The sum is 3 and then 4.5 and finally -7/8 apples", "-7/8"),
-    ("costs 1,234 dollars", "1,234"),
+    # a response that never states its answer (cut off, or just prose) gives None: the old
+    # last-number fallback credited truncated work ("3 + 4 = 7"); it is now opt-in (below)
+    ("The sum is 3 and then 4.5 and finally -7/8 apples", None),
+    ("costs 1,234 dollars", None),
+    ("First, 3 + 4 = 7", None),
+    ("Therefore, Natalia sold 72 clips altogether.", "72"),   # a closing sentence states it
+    ("5", "5"), ("$-3/4$.", "-3/4"),                          # a bare answer is one
+    ("Final Answer: The final answer is $72$. I hope it is correct.", "72"),
+    ("Final Answer: The final answer is 1,250. I hope it is correct.", "1,250"),
+    ("**Answer:** 18", "18"),
+    ("the answer is −5.", "−5"),  # U+2212 minus
     ("no numbers here", None),
     ("", None),
     (None, None),
@@ -203,6 +212,12 @@ EXTRACTION = [
 @pytest.mark.parametrize("text,expected", EXTRACTION)
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
+
+
+def test_last_number_fallback_is_opt_in():
+    assert extract_answer("The sum is 3 and then 4.5 and finally -7/8 apples", last_number=True) == "-7/8"
+    assert extract_answer("costs 1,234 dollars", last_number=True) == "1,234"
+    assert extract_answer("no numbers here", last_number=True) is None
 
 
 def test_extract_then_compare_our_final_line():
