@@ -2,7 +2,8 @@
 downloaded): byte-level BPE trained on a small math corpus, with the published pre-tokenizer split
 regexes, special tokens, tokenizer_config.json, generation_config.json and chat templates of
 Qwen2.5 (Qwen2.5-Math) and Llama-3.1. The templates follow the published ones' structure: a
-default system turn, tool calls with `tojson`, `raise_exception`, `strftime_now`, `bos_token`."""
+default system turn, tool calls with `tojson`, `raise_exception`, `strftime_now`, `bos_token`.
+`write_tiny_qwen2_checkpoint` adds random Qwen2 weights (transformers' own save_pretrained)."""
 from __future__ import annotations
 
 import json
@@ -172,4 +173,30 @@ def write_llama3_folder(folder: Path) -> Path:
     (folder / "chat_template.jinja").write_text(LLAMA3_TEMPLATE)
     ids = [tok.token_to_id(t) for t in ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")]
     (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": bos, "eos_token_id": ids}))
+    return folder
+
+
+def write_tiny_qwen2_checkpoint(folder: Path, seed: int = 0) -> Path:
+    """The Qwen2 tokenizer folder plus a tiny random Qwen2ForCausalLM (q/k/v biases, GQA, tied
+    embeddings) written by transformers; weights larger than HF's init so that greedy choices are
+    confident and varied (not one token repeated)."""
+    import torch
+    import transformers
+
+    write_qwen2_folder(folder)
+    n_tokens = len(transformers.AutoTokenizer.from_pretrained(folder))
+    gen = json.loads((folder / "generation_config.json").read_text())
+    cfg = transformers.Qwen2Config(vocab_size=n_tokens + 4, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                   rope_theta=10000.0, tie_word_embeddings=True, bos_token_id=gen["bos_token_id"],
+                                   eos_token_id=gen["eos_token_id"], attn_implementation="eager")
+    torch.manual_seed(seed)
+    model = transformers.Qwen2ForCausalLM(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(0, 0.1 if "bias" in name or "embed" in name else 0.3)
+            if "norm" in name:
+                p.add_(1.0)
+    model.save_pretrained(folder)
+    (folder / "generation_config.json").write_text(json.dumps(gen))  # save_pretrained rewrote it
     return folder

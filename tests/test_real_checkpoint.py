@@ -18,26 +18,9 @@ MESSAGES = [{"role": "system", "content": "Please reason step by step, and put y
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from hf_tokenizers import write_qwen2_folder
+    from hf_tokenizers import write_tiny_qwen2_checkpoint
 
-    path = tmp_path_factory.mktemp("qwen2-tiny")
-    write_qwen2_folder(path)
-    n_tokens = len(Tokenizer.from_pretrained(path))
-    gen = json.loads((path / "generation_config.json").read_text())
-    cfg = transformers.Qwen2Config(vocab_size=n_tokens + 4, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                   rope_theta=10000.0, tie_word_embeddings=True, bos_token_id=gen["bos_token_id"],
-                                   eos_token_id=gen["eos_token_id"], attn_implementation="eager")
-    torch.manual_seed(0)
-    model = transformers.Qwen2ForCausalLM(cfg)
-    with torch.no_grad():  # larger matrices than HF's init: confident, varied greedy choices (not one token repeated)
-        for name, p in model.named_parameters():
-            p.normal_(0, 0.1 if "bias" in name or "embed" in name else 0.3)
-            if "norm" in name:
-                p.add_(1.0)
-    model.save_pretrained(path)
-    (path / "generation_config.json").write_text(json.dumps(gen))  # save_pretrained rewrote it
-    return path
+    return write_tiny_qwen2_checkpoint(tmp_path_factory.mktemp("qwen2-tiny"))
 
 
 def hf_model(path):
