@@ -161,7 +161,10 @@ def prepare_run(cfg: RunConfig, model_overrides: dict | None = None,
     info = D.init_distributed()
     records = load_records(cfg, required)
     tokenizer = configure_prompt(load_tokenizer(cfg, records, text_keys), cfg.prompt_format, cfg.system)
-    model = load_model(cfg.checkpoint, tokenizer, device=info.device, seed=cfg.seed, **(model_overrides or {}))
+    # float32 master weights whatever the folder stores: bf16 weights would round away most AdamW updates
+    # at fine-tuning learning rates (the Trainer autocasts the forward to bf16 on GPUs).
+    model = load_model(cfg.checkpoint, tokenizer, dtype=torch.float32, device=info.device, seed=cfg.seed,
+                       **(model_overrides or {}))
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}")
     return Run(cfg, info, list(records), tokenizer, model)

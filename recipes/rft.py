@@ -39,6 +39,7 @@ class RFTConfig(RunConfig):
     temperature: float = 0.7             # sampling temperature
     max_paths: int = 4                   # distinct correct paths kept per problem
     max_new_tokens: int = 320            # tokens per sampled path (tool output included)
+    sample_batch_size: int = 64          # problems per generate call (k rows each): bounds the KV cache
     tools: bool = True                   # run the python blocks while sampling
     lr: float = 1e-3
     warmup_steps: int = 10
@@ -58,11 +59,12 @@ def main(argv=None) -> dict:
         if cfg.samplers:
             samplers = [ModelSampler(load_hf_checkpoint(p).eval(),
                                      configure_prompt(Tokenizer.from_pretrained(p), cfg.prompt_format, cfg.system),
-                                     cfg.max_new_tokens,
+                                     cfg.max_new_tokens, batch_size=cfg.sample_batch_size,
                                      tools=tools, name=Path(p).name if Path(p).name != "final" else Path(p).parent.name)
                         for p in cfg.samplers.split(",")]
         else:
-            samplers = [ModelSampler(run.model, run.tokenizer, cfg.max_new_tokens, tools=tools, name="policy")]
+            samplers = [ModelSampler(run.model, run.tokenizer, cfg.max_new_tokens, tools=tools, name="policy",
+                                     batch_size=cfg.sample_batch_size)]
         result = rejection_sample(samplers, run.records, cfg.k, cfg.temperature, max_paths_per_problem=cfg.max_paths,
                                   seed=cfg.seed)
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
