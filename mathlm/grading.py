@@ -6,28 +6,39 @@ and only expressions with variables that a numeric test cannot settle reach symp
 runs in a helper process that is killed on timeout (a C-level bigint power cannot be
 interrupted by a signal, a process can always be killed). This module never imports torch.
 
+Extraction (``extract_answer``) wants a stated answer: a box, "The (final) answer is", "Final
+Answer:", "####", an output block, a bare number or a closing "Therefore ... N." sentence; a
+response cut off after "3 + 4 = 7" gets None (``last_number=True`` restores the lenient
+last-number fallback). ``last_boxed``/``boxed_spans`` are mathlm's one boxed extractor.
+
 Equality rules (``math_equal(pred, ref)``):
 
-- integers written as integers compare exactly (``100000`` != ``100001``);
-  anything written with a decimal point compares with relative tolerance 1e-4
-  (``0.33333`` == ``1/3``), as ToRA's grader does;
-- fractions and mixed numbers: ``3/4``, ``\\frac{3}{4}``, ``\\dfrac34``, ``1 1/2``,
-  ``1\\frac{1}{2}``; negative numbers; thousands separators (``1,234``, ``1{,}234``);
-  currency signs and unit words (``$1,234.50``, ``12 apples``, ``5\\text{ cm}``);
-- percentages as ToRA's grader: ``50%`` is 0.5 and a number also matches ``ref/100``
-  and ``ref*100``. ToRA applies that scaling to every pair of numbers (so ``2`` == ``200``);
+- integers and fractions compare exactly (``100000`` != ``100001``); a decimal equals a value
+  when it is that value rounded to the digits written, within 1e-4 relative (``0.6667`` ==
+  ``2/3``; ``2.0001`` != ``2``, ``0.333`` != ``1/3``); a float printed with 12+ digits within 1e-9;
+- fractions, mixed numbers and repeating decimals: ``3/4``, ``\\frac{3}{4}``, ``\\dfrac34``,
+  ``1 1/2``, ``1\\frac{1}{2}``, ``0.\\overline{3}``; negative numbers (also U+2212); thousands
+  separators (``1,234``, ``1{,}234``, ``1\\,000``); scientific notation (``6.02e23``);
+  currency signs and units (``$1,234.50``, ``12 apples``, ``5cm``, ``25\\text{ cm}^2``), but
+  letters glued to a number that are not a known unit are variables (``6xy`` != ``6``);
+- percentages as ToRA's grader: ``50%`` is 0.5 and a number also matches ``ref/100`` and
+  ``ref*100``. ToRA applies that scaling to every pair of numbers (so ``2`` == ``200``);
   by default (``percentage="marked"``) it applies only when one side carries ``%`` or the
   word percent; ``percentage="tora"`` gives ToRA's behaviour, ``"none"`` disables it;
-- tuples ``(1, 2)``, lists ``[1, 2]``, bare comma lists, sets ``\\{1, 2\\}`` (order does
-  not matter), intervals ``[1, 2)`` and unions of them (bracket shapes must match);
-  matrices as nested lists or ``pmatrix``/``bmatrix`` (a flat vector equals a one-row or
-  one-column matrix);
-- ``x = 3`` against ``3``, ``x = 2, y = 3`` against ``(2, 3)``, and equations against
-  equations (``y = 2x + 3`` vs ``2y = 4x + 6``);
-- expressions: constants are evaluated (exactly for rationals, else in floating point:
-  ``2\\sqrt{2}`` == ``\\sqrt{8}``); expressions with variables are evaluated at fixed random
-  points (``3x+2`` == ``2+3x``); when evaluation is inconclusive sympy decides, with a
-  timeout after which the answer is "not equal".
+- tuples ``(1, 2)``, lists ``[1, 2]``, sets ``\\{1, 2\\}`` (order does not matter), bare
+  comma lists (two of them are solution lists: any order), intervals ``[1, 2)`` and unions
+  of them (bracket shapes must match), inequalities as intervals (``2 \\le x < 5``), matrices
+  as nested lists or ``pmatrix``/``bmatrix`` (a flat vector equals a one-row or one-column
+  matrix);
+- ``x = 3`` against ``3``, ``x = 2, y = 3`` against ``(2, 3)``, ``x = 2 \\text{ or } x = 3``
+  and ``\\pm`` as solution lists, and equations against equations (``y = 2x + 3`` vs
+  ``2y = 4x + 6``);
+- expressions (``\\binom``, ``\\log_b`` included): constants are evaluated (exactly for
+  rationals, else in floating point: ``2\\sqrt{2}`` == ``\\sqrt{8}``); expressions with
+  variables are evaluated at fixed random points (``3x+2`` == ``2+3x``); when evaluation is
+  inconclusive sympy decides, with a timeout after which the answer is "not equal" (counted:
+  ``sympy_timeouts()``). No signals: safe from threads (one helper per process, behind a
+  lock) and from forked workers (each starts its own helper).
 """
 from __future__ import annotations
 
@@ -148,9 +159,18 @@ def _answer_after_marker(line: str) -> str:
 
 
 # "A truncated 3 + 4 = 7" states no answer; "Therefore, she sold 72 clips." does.
-_CONCLUSION = re.compile(r"(?:^|[.!?\n]\s*)(?:therefore|thus|so|hence|in total|altogether|finally)\b[^.!?\n]*?"
-                         r"(-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?)[^\d.!?\n]*[.!]\s*$", re.IGNORECASE)
+_CONCLUSION = re.compile(r"(?:therefore|thus|so|hence|in total|altogether|finally)\b.*?"
+                         r"(-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?)[^\d\n]*[.!]$", re.IGNORECASE)
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n")
 _BARE_ANSWER = re.compile(r"^\s*\$?\s*(-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?)\s*\$?\s*\.?\s*$")
+
+
+def _closing_sentence(text: str) -> re.Match | None:
+    """The match of a last sentence "Therefore/Thus/So ... N." (N in group 1), or None."""
+    tail = text.rstrip()[-400:]
+    if not tail.endswith((".", "!")):
+        return None
+    return _CONCLUSION.match(_SENTENCES.split(tail)[-1])
 
 
 def extract_answer(text: str | None, last_number: bool = False) -> str | None:
@@ -170,7 +190,8 @@ def extract_answer(text: str | None, last_number: bool = False) -> str | None:
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed
-    for m in reversed(list(_ANSWER_IS.finditer(text))):
+    matches = _ANSWER_IS.finditer(text) if "answer" in text.lower() else ()  # the regex is slow
+    for m in reversed(list(matches)):
         ans = _answer_after_marker(text[m.end() :].split("\n", 1)[0])
         if ans:
             return ans
@@ -183,8 +204,9 @@ def extract_answer(text: str | None, last_number: bool = False) -> str | None:
         lines = [ln.strip() for ln in outputs[-1].strip().splitlines() if ln.strip()]
         if lines:
             return lines[-1]
-    text = text.replace("\u2212", "-")
-    stated = _BARE_ANSWER.match(text) or _CONCLUSION.search(text[-400:])
+    if "\u2212" in text:
+        text = text.replace("\u2212", "-")
+    stated = _BARE_ANSWER.match(text) or _closing_sentence(text)
     if stated:
         return stated.group(1).replace(" ", "")
     numbers = _LAST_NUMBER.findall(text) if last_number else None
