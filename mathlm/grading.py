@@ -144,13 +144,14 @@ def _clean_tail(s: str) -> str:
     return s.rstrip(". ")
 
 
-_MATH_SPAN = re.compile(r"^\s*(?:\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\])", re.DOTALL)
+_MATH_SPAN = re.compile(r"^\s*(?:\$\$(.+?)\$\$|\$((?:\\\$|[^$])+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\])", re.DOTALL)
 _SENTENCE_END = re.compile(r"\.(?=\s|$)|[!?;](?=\s|$)")
 
 
 def _answer_after_marker(line: str) -> str:
     """The answer that follows "The final answer is": the first math span when the line starts
     with one (``$72$. I hope it is correct.`` -> ``72``), else the text up to the sentence end."""
+    line = line.replace("**", "")  # markdown bold: "**Answer: 42**"
     m = _MATH_SPAN.match(line)
     if m:
         return next(g for g in m.groups() if g is not None).strip()
@@ -242,6 +243,7 @@ _UNICODE = {"\u2212": "-", "\u00d7": "\\times ", "\u22c5": "\\cdot ", "\u00b7": 
             "\u2208": "\\in ", "\u222a": "\\cup ", "\u2009": " ", "\u202f": " ", "\u00a0": " "}
 _UNICODE_CHARS = re.compile("[" + "".join(_UNICODE) + "]")
 _IN_PREFIX = re.compile(r"^[A-Za-z]\s*\\in\s*")
+_BASE_SUBSCRIPT = re.compile(r"(\d)_\{(\w+)\}")  # a numeral's base, not \log_{10}
 
 
 @lru_cache(maxsize=65536)
@@ -262,6 +264,8 @@ def strip_answer(answer: str) -> str:
     s = s.replace("\\left", "").replace("\\right", "")
     s = s.replace("\\displaystyle", "")
     s = _THIN_THOUSANDS.sub("", s)
+    s = s.replace(",\\!", ",")  # MATH's thousands: 32,\!348
+    s = _BASE_SUBSCRIPT.sub(r"\1_\2", s)  # 4210_{5} -> 4210_5
     s = _SPACES.sub(" ", s)
     s = s.replace("{,}", ",")
     s = s.replace("dfrac", "frac").replace("tfrac", "frac")
@@ -625,7 +629,7 @@ _LOG_ARG = re.compile(r"\s*(\d+(?:\.\d+)?|[A-Za-z])")
 
 
 def _log_arg(s: str, i: int) -> tuple[str, int]:
-    """The argument of ``\\log_b``: a (...) or {...} group, else one number or letter."""
+    """The argument of ``\\log_b``: a (...) or {...} group, else one number or letter with its power."""
     while i < len(s) and s[i] == " ":
         i += 1
     if i < len(s) and s[i] == "(":
@@ -638,7 +642,11 @@ def _log_arg(s: str, i: int) -> tuple[str, int]:
     m = _LOG_ARG.match(s, i)
     if not m:
         raise _Unsupported(s)
-    return m.group(1), m.end()
+    arg, i = m.group(1), m.end()
+    if s.startswith("^", i):  # \log_2 2^{10} is log_2(2^10)
+        exponent, i = _latex_arg(s, i + 1)
+        arg = f"{arg}^{{{exponent}}}"
+    return arg, i
 
 
 def _latex_to_plain(s: str) -> str:
