@@ -6,28 +6,39 @@ and only expressions with variables that a numeric test cannot settle reach symp
 runs in a helper process that is killed on timeout (a C-level bigint power cannot be
 interrupted by a signal, a process can always be killed). This module never imports torch.
 
+Extraction (``extract_answer``) wants a stated answer: a box, "The (final) answer is", "Final
+Answer:", "####", an output block, a bare number or a closing "Therefore ... N." sentence; a
+response cut off after "3 + 4 = 7" gets None (``last_number=True`` restores the lenient
+last-number fallback). ``last_boxed``/``boxed_spans`` are mathlm's one boxed extractor.
+
 Equality rules (``math_equal(pred, ref)``):
 
-- integers written as integers compare exactly (``100000`` != ``100001``);
-  anything written with a decimal point compares with relative tolerance 1e-4
-  (``0.33333`` == ``1/3``), as ToRA's grader does;
-- fractions and mixed numbers: ``3/4``, ``\\frac{3}{4}``, ``\\dfrac34``, ``1 1/2``,
-  ``1\\frac{1}{2}``; negative numbers; thousands separators (``1,234``, ``1{,}234``);
-  currency signs and unit words (``$1,234.50``, ``12 apples``, ``5\\text{ cm}``);
-- percentages as ToRA's grader: ``50%`` is 0.5 and a number also matches ``ref/100``
-  and ``ref*100``. ToRA applies that scaling to every pair of numbers (so ``2`` == ``200``);
+- integers and fractions compare exactly (``100000`` != ``100001``); a decimal equals a value
+  when it is that value rounded to the digits written, within 1e-4 relative (``0.6667`` ==
+  ``2/3``; ``2.0001`` != ``2``, ``0.333`` != ``1/3``); a float printed with 12+ digits within 1e-9;
+- fractions, mixed numbers and repeating decimals: ``3/4``, ``\\frac{3}{4}``, ``\\dfrac34``,
+  ``1 1/2``, ``1\\frac{1}{2}``, ``0.\\overline{3}``; negative numbers (also U+2212); thousands
+  separators (``1,234``, ``1{,}234``, ``1\\,000``); scientific notation (``6.02e23``);
+  currency signs and units (``$1,234.50``, ``12 apples``, ``5cm``, ``25\\text{ cm}^2``), but
+  letters glued to a number that are not a known unit are variables (``6xy`` != ``6``);
+- percentages as ToRA's grader: ``50%`` is 0.5 and a number also matches ``ref/100`` and
+  ``ref*100``. ToRA applies that scaling to every pair of numbers (so ``2`` == ``200``);
   by default (``percentage="marked"``) it applies only when one side carries ``%`` or the
   word percent; ``percentage="tora"`` gives ToRA's behaviour, ``"none"`` disables it;
-- tuples ``(1, 2)``, lists ``[1, 2]``, bare comma lists, sets ``\\{1, 2\\}`` (order does
-  not matter), intervals ``[1, 2)`` and unions of them (bracket shapes must match);
-  matrices as nested lists or ``pmatrix``/``bmatrix`` (a flat vector equals a one-row or
-  one-column matrix);
-- ``x = 3`` against ``3``, ``x = 2, y = 3`` against ``(2, 3)``, and equations against
-  equations (``y = 2x + 3`` vs ``2y = 4x + 6``);
-- expressions: constants are evaluated (exactly for rationals, else in floating point:
-  ``2\\sqrt{2}`` == ``\\sqrt{8}``); expressions with variables are evaluated at fixed random
-  points (``3x+2`` == ``2+3x``); when evaluation is inconclusive sympy decides, with a
-  timeout after which the answer is "not equal".
+- tuples ``(1, 2)``, lists ``[1, 2]``, sets ``\\{1, 2\\}`` (order does not matter), bare
+  comma lists (two of them are solution lists: any order), intervals ``[1, 2)`` and unions
+  of them (bracket shapes must match), inequalities as intervals (``2 \\le x < 5``), matrices
+  as nested lists or ``pmatrix``/``bmatrix`` (a flat vector equals a one-row or one-column
+  matrix);
+- ``x = 3`` against ``3``, ``x = 2, y = 3`` against ``(2, 3)``, ``x = 2 \\text{ or } x = 3``
+  and ``\\pm`` as solution lists, and equations against equations (``y = 2x + 3`` vs
+  ``2y = 4x + 6``);
+- expressions (``\\binom``, ``\\log_b`` included): constants are evaluated (exactly for
+  rationals, else in floating point: ``2\\sqrt{2}`` == ``\\sqrt{8}``); expressions with
+  variables are evaluated at fixed random points (``3x+2`` == ``2+3x``); when evaluation is
+  inconclusive sympy decides, with a timeout after which the answer is "not equal" (counted:
+  ``sympy_timeouts()``). No signals: safe from threads (one helper per process, behind a
+  lock) and from forked workers (each starts its own helper).
 """
 from __future__ import annotations
 
@@ -133,13 +144,14 @@ def _clean_tail(s: str) -> str:
     return s.rstrip(". ")
 
 
-_MATH_SPAN = re.compile(r"^\s*(?:\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\])", re.DOTALL)
+_MATH_SPAN = re.compile(r"^\s*(?:\$\$(.+?)\$\$|\$((?:\\\$|[^$])+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\])", re.DOTALL)
 _SENTENCE_END = re.compile(r"\.(?=\s|$)|[!?;](?=\s|$)")
 
 
 def _answer_after_marker(line: str) -> str:
     """The answer that follows "The final answer is": the first math span when the line starts
     with one (``$72$. I hope it is correct.`` -> ``72``), else the text up to the sentence end."""
+    line = line.replace("**", "")  # markdown bold: "**Answer: 42**"
     m = _MATH_SPAN.match(line)
     if m:
         return next(g for g in m.groups() if g is not None).strip()
@@ -148,9 +160,18 @@ def _answer_after_marker(line: str) -> str:
 
 
 # "A truncated 3 + 4 = 7" states no answer; "Therefore, she sold 72 clips." does.
-_CONCLUSION = re.compile(r"(?:^|[.!?\n]\s*)(?:therefore|thus|so|hence|in total|altogether|finally)\b[^.!?\n]*?"
-                         r"(-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?)[^\d.!?\n]*[.!]\s*$", re.IGNORECASE)
+_CONCLUSION = re.compile(r"(?:therefore|thus|so|hence|in total|altogether|finally)\b.*?"
+                         r"(-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?)[^\d\n]*[.!]$", re.IGNORECASE)
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n")
 _BARE_ANSWER = re.compile(r"^\s*\$?\s*(-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?)\s*\$?\s*\.?\s*$")
+
+
+def _closing_sentence(text: str) -> re.Match | None:
+    """The match of a last sentence "Therefore/Thus/So ... N." (N in group 1), or None."""
+    tail = text.rstrip()[-400:]
+    if not tail.endswith((".", "!")):
+        return None
+    return _CONCLUSION.match(_SENTENCES.split(tail)[-1])
 
 
 def extract_answer(text: str | None, last_number: bool = False) -> str | None:
@@ -170,7 +191,8 @@ def extract_answer(text: str | None, last_number: bool = False) -> str | None:
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed
-    for m in reversed(list(_ANSWER_IS.finditer(text))):
+    matches = _ANSWER_IS.finditer(text) if "answer" in text.lower() else ()  # the regex is slow
+    for m in reversed(list(matches)):
         ans = _answer_after_marker(text[m.end() :].split("\n", 1)[0])
         if ans:
             return ans
@@ -183,8 +205,9 @@ def extract_answer(text: str | None, last_number: bool = False) -> str | None:
         lines = [ln.strip() for ln in outputs[-1].strip().splitlines() if ln.strip()]
         if lines:
             return lines[-1]
-    text = text.replace("\u2212", "-")
-    stated = _BARE_ANSWER.match(text) or _CONCLUSION.search(text[-400:])
+    if "\u2212" in text:
+        text = text.replace("\u2212", "-")
+    stated = _BARE_ANSWER.match(text) or _closing_sentence(text)
     if stated:
         return stated.group(1).replace(" ", "")
     numbers = _LAST_NUMBER.findall(text) if last_number else None
@@ -220,6 +243,7 @@ _UNICODE = {"\u2212": "-", "\u00d7": "\\times ", "\u22c5": "\\cdot ", "\u00b7": 
             "\u2208": "\\in ", "\u222a": "\\cup ", "\u2009": " ", "\u202f": " ", "\u00a0": " "}
 _UNICODE_CHARS = re.compile("[" + "".join(_UNICODE) + "]")
 _IN_PREFIX = re.compile(r"^[A-Za-z]\s*\\in\s*")
+_BASE_SUBSCRIPT = re.compile(r"(\d)_\{(\w+)\}")  # a numeral's base, not \log_{10}
 
 
 @lru_cache(maxsize=65536)
@@ -240,6 +264,8 @@ def strip_answer(answer: str) -> str:
     s = s.replace("\\left", "").replace("\\right", "")
     s = s.replace("\\displaystyle", "")
     s = _THIN_THOUSANDS.sub("", s)
+    s = s.replace(",\\!", ",")  # MATH's thousands: 32,\!348
+    s = _BASE_SUBSCRIPT.sub(r"\1_\2", s)  # 4210_{5} -> 4210_5
     s = _SPACES.sub(" ", s)
     s = s.replace("{,}", ",")
     s = s.replace("dfrac", "frac").replace("tfrac", "frac")
@@ -603,7 +629,7 @@ _LOG_ARG = re.compile(r"\s*(\d+(?:\.\d+)?|[A-Za-z])")
 
 
 def _log_arg(s: str, i: int) -> tuple[str, int]:
-    """The argument of ``\\log_b``: a (...) or {...} group, else one number or letter."""
+    """The argument of ``\\log_b``: a (...) or {...} group, else one number or letter with its power."""
     while i < len(s) and s[i] == " ":
         i += 1
     if i < len(s) and s[i] == "(":
@@ -616,7 +642,11 @@ def _log_arg(s: str, i: int) -> tuple[str, int]:
     m = _LOG_ARG.match(s, i)
     if not m:
         raise _Unsupported(s)
-    return m.group(1), m.end()
+    arg, i = m.group(1), m.end()
+    if s.startswith("^", i):  # \log_2 2^{10} is log_2(2^10)
+        exponent, i = _latex_arg(s, i + 1)
+        arg = f"{arg}^{{{exponent}}}"
+    return arg, i
 
 
 def _latex_to_plain(s: str) -> str:

@@ -362,6 +362,85 @@ _add("held-out responses", "response", [
     ("So he has 60 - 2*15 = 30 minutes left over.\nThe answer is 30 minutes.", "30", True),
 ])
 
+# a second batch, also written and labelled before it was first graded (it found the MATH
+# thousands separator ",\!", base subscripts, "\$" inside a final-answer line, markdown bold)
+
+_add("held-out answers 2", "answer", [
+    ("32348", "32,\\!348", True, "MATH writes thousands as ,\\!"), ("32,\\!348", "32348", True),
+    ("32,\\!384", "32,\\!348", False), ("1,\\!000,\\!000", "10^6", True),
+    ("4210_5", "4210_{5}", True, "the same base-5 numeral"), ("4211_{5}", "4210_{5}", False),
+    ("3\\sqrt{2}", "\\sqrt{18}", True), ("(6,31,-1)", "(6, 31, -1)", True), ("(6,31,1)", "(6, 31, -1)", False),
+    ("-1/3", "-\\frac{1}{3}", True), ("11\\sqrt2", "11\\sqrt{2}", True), ("\\frac{243}{625}", "0.3888", True,
+     "243/625 is exactly 0.3888"), ("\\frac{\\sqrt{10}}{5}", "\\sqrt{\\frac{2}{5}}", True),
+    ("2+2\\sqrt{2}", "2\\sqrt2+2", True), ("6-5i", "6 - 5i", True), ("6+5i", "6 - 5i", False),
+    ("\\pi/4", "\\frac{\\pi}{4}", True), ("\\frac{\\pi}{3}", "\\frac{\\pi}{4}", False),
+    ("\\begin{pmatrix} -1/3 \\\\ 2/3 \\end{pmatrix}", "\\begin{pmatrix} -\\frac13 \\\\ \\frac23 \\end{pmatrix}", True),
+    ("(y^2-1)^2", "y^4-2y^2+1", True), ("(y^2+1)^2", "y^4-2y^2+1", False),
+    ("a=2, b=3", "(2,3)", True), ("-2, 1", "1, -2", True), ("\\text{A}", "A", True),
+    ("\\text{Evelyn}", "\\text{Evelyn}", True), ("\\text{Evelyn}", "\\text{Emily}", False),
+    ("p - q", "p-q", True), ("q - p", "p-q", False), ("10.0", "10", True), ("9.9", "10", False),
+])
+
+_add("held-out responses 2", "response", [
+    ("Final Answer: The final answer is $\\$18.90$. I hope it is correct.", "18.90", True,
+     "an escaped dollar inside the math span"),
+    ("Final Answer: The final answer is $\\$18.90$. I hope it is correct.", "18.80", False),
+    ("The answer is $\\frac{1}{2}$ of the pie.", "\\frac12", True),
+    ("The answer is: $x=\\frac{5}{2}$", "\\frac{5}{2}", True),
+    ("**Answer: 42**", "42", True, "markdown bold around the answer line"), ("**Answer: 41**", "42", False),
+    ("The answer is **42**.", "42", True), ("The final answer is **$42$**.", "42", True),
+    ("I think the answer is 5, but let me check. Actually, the answer is 6.", "6", True, "the last statement counts"),
+    ("I think the answer is 5, but let me check. Actually, the answer is 6.", "5", False),
+    ("The answer is \\(\\frac{3}{4}\\).", "0.75", True), ("The answer is", "3", False, "cut off"),
+    ("So the answer is \\boxed{}", "3", False, "an empty box"), ("The answer is 3 hours.", "3", True),
+    ("She has $4.50 left.\n#### 4.5", "4.5", True), ("#### 5.00", "5", True), ("#### 0.25", ".25", True),
+    ("The answer is 25%", "25", True), ("So, the final answer is 5.", "5", True),
+    ("Step 1: 5 * 4 = 20.\nStep 2: 20 + 2 = 22.\nTherefore, the final answer is 22.", "22", True),
+    ("Step 1: 5 * 4 = 20.\nStep 2: 20 + 2 = 22.\nTherefore, the final answer is 22.", "20", False),
+    ("Step 1: 5 * 4 = 20.\nStep 2: 20 + 2 =", "22", False, "cut off before the result"),
+])
+
+# a third batch in the styles of chat models' outputs, labelled before it was first graded
+
+_add("held-out responses 3", "response", [
+    ("## Step 1: Compute the sum\n5 + 7 = 12.\n\nThe final answer is: $\\boxed{12}$", "12", True),
+    ("## Step 1: Compute the sum\n5 + 7 = 13.\n\nThe final answer is: $\\boxed{13}$", "12", False),
+    ("<think>5 + 7 is 12</think>\nThe sum is $\\boxed{12}$.", "12", True),
+    ("Let me verify: $5 + 7 = 12$. \u2713\n\n**Final Answer**\n\\[\n\\boxed{12}\n\\]", "12", True),
+    ("**Final Answer**\n\\[\n\\boxed{\\dfrac{7}{3}}\n\\]", "\\frac{7}{3}", True),
+    ("**Final Answer**\n\\[\n\\boxed{\\dfrac{3}{7}}\n\\]", "\\frac{7}{3}", False),
+    ("**Final Answer**\nThe area is \\(\\boxed{24\\sqrt{3}}\\) square units.", "24\\sqrt3", True),
+    ("Thus, the value of $x$ is $\\boxed{-\\frac{5}{2}}$.", "-2.5", True),
+    ("Thus, the value of $x$ is $\\boxed{\\frac{5}{2}}$.", "-2.5", False),
+    ("The number of ways is $\\binom{8}{3} = \\boxed{56}$.", "56", True),
+    ("The number of ways is $\\boxed{\\binom{8}{3}}$.", "56", True, "the box holds an unevaluated count"),
+    ("The roots are $x = 1$ and $x = -3$, so the answer is $\\boxed{1, -3}$.", "-3, 1", True),
+    ("The roots are $\\boxed{x = 1 \\text{ and } x = -3}$.", "-3, 1", True),
+    ("The roots are $\\boxed{x = 1}$.", "-3, 1", False, "one root missing"),
+    ("Janet's ducks lay 16 eggs. She eats 3 and bakes with 4, leaving 16 - 3 - 4 = 9 eggs. At $2 each she makes "
+     "9 * 2 = $18.\n\nThe answer is $18.", "18", True),
+    ("She makes 9 * 2 = $18 per day.\n\nSo the answer is: **$18**", "18", True),
+    ("She makes 9 * 2 = $18 per day.\n\nSo the answer is: **$16**", "18", False),
+    ("A robe takes 2 bolts of blue fiber and half that much white fiber, so 2 + 1 = 3 bolts.\n\n**Answer: 3**",
+     "3", True),
+    ("The interval is $\\boxed{[-2, 7]}$.", "[-2,7]", True), ("The interval is $\\boxed{(-2, 7]}$.", "[-2,7]", False),
+    ("Hence $\\boxed{x \\in (-\\infty, 1] \\cup [3, \\infty)}$.", "(-\\infty,1]\\cup[3,\\infty)", True),
+    ("So $k = \\boxed{\\pm 4}$.", "4, -4", True), ("So $k = \\boxed{4}$.", "4, -4", False),
+    ("The probability is $\\boxed{\\tfrac{5}{36}}$.", "\\frac{5}{36}", True),
+    ("The probability is $\\boxed{0.139}$.", "\\frac{5}{36}", False, "three digits are too few for an exact answer"),
+    ("The remainder is $\\boxed{3}$. (Check: $31 = 4 \\cdot 7 + 3$.)", "3", True, "text after the box"),
+    ("The answer is $\\boxed{\\text{No}}$.", "\\text{No}", True), ("The answer is $\\boxed{\\text{Yes}}$.", "\\text{No}", False),
+    ("In base 2 that is $\\boxed{1011_2}$.", "1011_2", True), ("In base 2 that is $\\boxed{1101_2}$.", "1011_2", False),
+    ("The sum of the series is $\\boxed{\\frac{\\pi^2}{6}}$.", "\\frac{\\pi^2}{6}", True),
+    ("The distance is $\\boxed{5\\sqrt{2}\\text{ units}}$.", "5\\sqrt{2}", True),
+    ("The average speed is $\\boxed{45 \\text{ mph}}$.", "45", True),
+    ("The average speed is $\\boxed{45 \\text{ km/h}}$.", "45", True),
+    ("The volume is $\\boxed{36\\pi \\text{ cubic inches}}$.", "36\\pi", True),
+    ("Total: 3 + 4 + 5 = 12 apples.\n#### 12 apples", "12", True),
+    ("So the total is 12.\n\nWait, I made an error: the total is 14.\n#### 14", "14", True),
+    ("The answer is $\\boxed{6}$ cm$^2$.", "6", True),
+])
+
 # ---------------------------------------------------------------------------------------------
 # garbage: never equal
 
