@@ -127,7 +127,7 @@ class Tokenizer:
         else:
             self._load_hf(hf_json)
         self._eos_ids = self._collect_eos_ids()
-        self._turn_end: int | None | bool = False  # computed on first use
+        self._turn_end_known, self._turn_end = False, None  # computed on first use
         if prompt_format is None:
             prompt_format = PromptFormat("chat", COT_INSTRUCTION) if chat_template else PromptFormat()
         self.set_prompt_format(prompt_format.style, prompt_format.system)
@@ -198,7 +198,11 @@ class Tokenizer:
         generation = _read_json(folder / GENERATION_CONFIG) if (folder / GENERATION_CONFIG).is_file() else {}
         prompt = None
         if (folder / PROMPT_FORMAT_FILE).is_file():
-            prompt = PromptFormat(**_read_json(folder / PROMPT_FORMAT_FILE))
+            saved = _read_json(folder / PROMPT_FORMAT_FILE)
+            unknown = set(saved) - {f.name for f in dataclasses.fields(PromptFormat)}
+            if unknown:
+                raise ValueError(f"{folder / PROMPT_FORMAT_FILE}: unknown field(s) {sorted(unknown)}; expected style, system")
+            prompt = PromptFormat(**saved)
         kw = dict(config=config, chat_template=template or None, generation_config=generation, prompt_format=prompt)
         if (folder / TOKENIZER_JSON).is_file():
             return cls(hf_json=(folder / TOKENIZER_JSON).read_text(encoding="utf-8"), **kw)
@@ -296,9 +300,7 @@ class Tokenizer:
                 "config": self.config, "chat_template": self.chat_template,
                 "generation_config": self.generation_config, "prompt_format": self.prompt_format}
 
-    def __setstate__(self, state):
-        if state.get("hf_json") is not None:  # tokens added at load time are in the JSON already
-            state = {**state, "config": {k: v for k, v in state["config"].items() if k != "added_tokens_decoder"}}
+    def __setstate__(self, state):  # tokens added at load time are in the JSON already: nothing is added twice
         self.__init__(state["proto"], hf_json=state.get("hf_json"), config=state.get("config"),
                       chat_template=state.get("chat_template"), generation_config=state.get("generation_config"),
                       prompt_format=state.get("prompt_format"))
@@ -412,8 +414,9 @@ class Tokenizer:
     def turn_end_id(self) -> int | None:
         """The token the chat template closes an assistant turn with (`<|im_end|>`, `<|eot_id|>`, EOS);
         None without a template or when the turn ends in plain text."""
-        if self._turn_end is False:
+        if not self._turn_end_known:
             self._turn_end = self._find_turn_end() if self.chat_template else None
+            self._turn_end_known = True
         return self._turn_end
 
     def _find_turn_end(self) -> int | None:
@@ -437,17 +440,20 @@ class Tokenizer:
 
     # ---- the prompt/response template
 
-    def format_prompt(self, question: str) -> str:
-        """The prompt text generation starts from (plain template, or the rendered chat turns)."""
+    @staticmethod
+    def format_prompt(question: str) -> str:
+        """The plain template's prompt text (a static method: `Tokenizer.format_prompt(q)`)."""
+        return PROMPT_TEMPLATE.format(question=question.strip())
+
+    def prompt_text(self, question: str) -> str:
+        """The prompt text of this tokenizer's format: the plain template, or the rendered chat turns."""
         if self.prompt_format.style == "chat":
             return self.apply_chat_template(self._messages(question.strip()), add_generation_prompt=True)
-        return PROMPT_TEMPLATE.format(question=question.strip())
+        return self.format_prompt(question)
 
     def encode_prompt(self, question: str) -> list[int]:
         """The prompt ids: BOS + the templated question (plain), or the chat template's tokens (chat)."""
-        if self.prompt_format.style == "chat":
-            return self.encode(self.format_prompt(question), bos=False)
-        return self.encode(self.format_prompt(question), bos=True)
+        return self.encode(self.prompt_text(question), bos=self.prompt_format.style == "plain")
 
     def response_end_id(self) -> int:
         """The last token of a training response: the end of turn in chat style, else EOS."""
