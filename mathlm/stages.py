@@ -45,11 +45,11 @@ class RunConfig(TrainConfig):
     """The arguments every recipe takes, on top of the Trainer's."""
 
     checkpoint: str = "tiny"             # HF-layout folder (config.json + safetensors) or a preset name
-    data: str = ""                       # records (.jsonl/.json/.parquet; mathlm, GSM8K, MATH, MATH-500, NuminaMath, chat layouts); empty: generate a small dataset
+    data: str = ""                       # data file (.jsonl/.json/.parquet) in any layout of read_records; empty: generated records
     out: str = "runs/recipe"             # output folder (metrics, checkpoints, the final model)
     tokenizer: str = ""                  # tokenizer file or folder; empty: the checkpoint folder's, else trained on the data
     prompt_format: str = "auto"          # auto (the checkpoint's: chat when it has a chat template), chat or plain
-    system: str = "auto"                 # system turn of chat prompts: auto (the checkpoint's, else Qwen2.5-Math's CoT instruction), none, or the text
+    system: str = "auto"                 # chat system turn: auto (the checkpoint's, else Qwen2.5-Math's CoT), none, or the text
     vocab_size: int = 1024               # vocabulary of a tokenizer trained here
     n_per_domain: int = 20               # generated records per domain when --data is empty
     batch_size: int = 16                 # rows per micro-batch, all ranks together

@@ -138,7 +138,8 @@ class Tokenizer:
 
         self.hf = hf = HFTokenizer.from_str(hf_json)
         cfg = self.config
-        self._special = {name: _token_text(cfg.get(name)) for name in NAMED_SPECIAL_TOKENS if _token_text(cfg.get(name))}
+        named = {name: _token_text(cfg.get(name)) for name in NAMED_SPECIAL_TOKENS}
+        self._special = {name: token for name, token in named.items() if token}
         # Added tokens the config declares and the file lacks, at the ids the config gives them.
         for key, tok in sorted((cfg.get("added_tokens_decoder") or {}).items(), key=lambda kv: int(kv[0])):
             content = _token_text(tok)
@@ -169,7 +170,8 @@ class Tokenizer:
         eos = self._special.get("eos_token") if self.config.get("add_eos_token") else None
 
         def seq(name: str, type_id: int) -> str:
-            return " ".join([*([f"{bos}:{type_id}"] if bos else []), f"${name}:{type_id}", *([f"{eos}:{type_id}"] if eos else [])])
+            parts = [f"{bos}:{type_id}"] if bos else []
+            return " ".join([*parts, f"${name}:{type_id}", *([f"{eos}:{type_id}"] if eos else [])])
 
         specials = [(t, self.hf.token_to_id(t)) for t in dict.fromkeys(t for t in (bos, eos) if t)]
         self.hf.post_processor = processors.TemplateProcessing(single=seq("A", 0), pair=f"{seq('A', 0)} {seq('B', 1)}",
@@ -201,7 +203,8 @@ class Tokenizer:
             saved = _read_json(folder / PROMPT_FORMAT_FILE)
             unknown = set(saved) - {f.name for f in dataclasses.fields(PromptFormat)}
             if unknown:
-                raise ValueError(f"{folder / PROMPT_FORMAT_FILE}: unknown field(s) {sorted(unknown)}; expected style, system")
+                raise ValueError(f"{folder / PROMPT_FORMAT_FILE}: unknown field(s) {sorted(unknown)}; "
+                                 f"expected style, system")
             prompt = PromptFormat(**saved)
         kw = dict(config=config, chat_template=template or None, generation_config=generation, prompt_format=prompt)
         if (folder / TOKENIZER_JSON).is_file():

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from mathlm import PROMPT_TEMPLATE, Tokenizer
+from mathlm.sampling import default_stop_ids
 
 
 def corpus(n=400, seed=0):
@@ -193,11 +194,12 @@ def test_chat_prompt_and_response_end(hf_pair):
     assert ids[:start] == want == tok.encode_prompt("What is 2+2?")
     assert ids[start:] == hf.encode("2 + 2 = 4. \\boxed{4}", add_special_tokens=False) + [end]
     assert tok.turn_end_id == end and end in tok.stop_ids and set(tok.eos_ids) <= set(tok.stop_ids)
+    assert default_stop_ids(tok) == list(tok.stop_ids)  # what generate(..., tokenizer=tok) stops on
     tok.set_prompt_format("plain")
     try:
         ids, start = tok.encode_example("What is 2+2?", "4")
         assert ids[:start] == hf.encode(PROMPT_TEMPLATE.format(question="What is 2+2?"))
-        assert ids[-1] == tok.eos_id and tok.stop_ids == tok.eos_ids
+        assert ids[-1] == tok.eos_id and tok.stop_ids == tok.eos_ids and default_stop_ids(tok) == list(tok.eos_ids)
     finally:
         tok.set_prompt_format("chat", msgs[0]["content"])
 
@@ -226,3 +228,21 @@ def test_hf_folder_errors(tmp_path):
         tok.save(tmp_path / "x.model")
     with pytest.raises(ValueError, match=r"prompt style \('chatml'\) must be one of \('plain', 'chat'\)"):
         tok.set_prompt_format("chatml")
+
+
+def test_prompt_format_is_saved_with_the_tokenizer(tmp_path):
+    """The format a run used travels with its folder: the next stage prompts the same way."""
+    from hf_tokenizers import write_qwen2_folder
+
+    tok = Tokenizer.from_pretrained(write_qwen2_folder(tmp_path / "q"))
+    tok.set_prompt_format("chat", None)  # no system turn: Qwen's template then writes its own default
+    tok.save_pretrained(tmp_path / "saved")
+    again = Tokenizer.from_pretrained(tmp_path / "saved")
+    assert (again.prompt_format.style, again.prompt_format.system) == ("chat", None)
+    assert again.prompt_text("2+2?").startswith("<|im_start|>system\nPlease reason step by step")
+    tok.set_prompt_format("plain")
+    tok.save_pretrained(tmp_path / "plain")
+    assert Tokenizer.from_pretrained(tmp_path / "plain").encode_prompt("2+2?") == tok.encode(PROMPT_TEMPLATE.format(question="2+2?"))
+    (tmp_path / "plain" / "prompt_format.json").write_text('{"style": "plain", "sytem": "x"}')
+    with pytest.raises(ValueError, match=r"prompt_format.json: unknown field\(s\) \['sytem'\]"):
+        Tokenizer.from_pretrained(tmp_path / "plain")
