@@ -9,7 +9,8 @@ Two backends behind one `Tokenizer`:
   `clean_up_tokenization_spaces` for BPE models and so do we), `len` counts the added tokens.
   `tokenizer_config.json` is applied as transformers applies it: added tokens missing from the file
   are added at their ids, an explicit `add_bos_token`/`add_eos_token` rebuilds the post-processor.
-- `tokenizer.model` (sentencepiece) as before. `Tokenizer.train` builds one for our own data: BPE
+- `tokenizer.model` (sentencepiece) as before; the folders mathlm writes for these also hold an
+  equivalent tokenizer.json (mathlm.tokenizer_json) so that transformers loads them. `Tokenizer.train` builds one for our own data: BPE
   with byte fallback (no unknown characters, ever), every digit its own token (a small model then
   does arithmetic digit by digit), text kept verbatim (identity normalization, no dummy prefix)
   because indentation and newlines matter in python blocks, and newlines and code fences as atomic
@@ -186,7 +187,8 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> "Tokenizer":
-        """A checkpoint folder: tokenizer.json (preferred, as transformers does) or tokenizer.model,
+        """A checkpoint folder: tokenizer.json (preferred, as transformers does; except in the folders
+        mathlm writes for its own sentencepiece models, where tokenizer.json is a conversion) or tokenizer.model,
         with tokenizer_config.json, the chat template, generation_config.json and prompt_format.json."""
         folder = Path(folder)
         if not folder.is_dir():
@@ -207,7 +209,8 @@ class Tokenizer:
                                  f"expected style, system")
             prompt = PromptFormat(**saved)
         kw = dict(config=config, chat_template=template or None, generation_config=generation, prompt_format=prompt)
-        if (folder / TOKENIZER_JSON).is_file():
+        own = config.get("mathlm_backend") == "sentencepiece"  # mathlm's model, tokenizer.json its conversion
+        if (folder / TOKENIZER_JSON).is_file() and not (own and (folder / TOKENIZER_FILE).is_file()):
             return cls(hf_json=(folder / TOKENIZER_JSON).read_text(encoding="utf-8"), **kw)
         if (folder / TOKENIZER_FILE).is_file():
             return cls(cls._read_proto(folder / TOKENIZER_FILE), **kw)
@@ -284,10 +287,17 @@ class Tokenizer:
         folder.mkdir(parents=True, exist_ok=True)
         config = {k: v for k, v in self.config.items() if k != "chat_template"}
         if self.sp is not None:
+            from .tokenizer_json import sentencepiece_to_json
+
             self.save(folder / TOKENIZER_FILE)
-            config = {"tokenizer_class": "LlamaTokenizer", **self._special, "add_bos_token": True,
-                      "add_eos_token": False, "legacy": False, "add_prefix_space": False,
-                      "clean_up_tokenization_spaces": False, **config}
+            hf_json = sentencepiece_to_json(self.sp, ATOMIC_SYMBOLS)  # None unless it reproduces sp exactly
+            if hf_json is not None:
+                (folder / TOKENIZER_JSON).write_text(hf_json, encoding="utf-8")
+            # No add_bos_token/add_eos_token: the post-processor of tokenizer.json adds the BOS.
+            config = {**self._special, "legacy": False, "add_prefix_space": False,
+                      "clean_up_tokenization_spaces": False, **config,
+                      "tokenizer_class": "PreTrainedTokenizerFast" if hf_json else "LlamaTokenizer",
+                      "mathlm_backend": "sentencepiece"}
         else:
             (folder / TOKENIZER_JSON).write_text(self.hf.to_str(pretty=True), encoding="utf-8")
             config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")

@@ -41,6 +41,10 @@ def test_sft_writes_a_loadable_model(sft_folder):
     model = load_hf_checkpoint(sft_folder)
     assert model.config.vocab_size <= 1024
     assert (sft_folder / "tokenizer.model").is_file()
+    transformers = pytest.importorskip("transformers")  # mathlm's own tokenizer loads there too (tokenizer.json)
+    from mathlm import Tokenizer
+    text = "Question: What is 12 + 30?\nAnswer:\n```python\nprint(12 + 30)\n```"
+    assert transformers.AutoTokenizer.from_pretrained(sft_folder).encode(text) == Tokenizer.from_pretrained(sft_folder).encode(text)
     with torch.no_grad():
         assert torch.isfinite(model(torch.tensor([[1, 5, 9]]))).all()
 

@@ -246,3 +246,38 @@ def test_prompt_format_is_saved_with_the_tokenizer(tmp_path):
     (tmp_path / "plain" / "prompt_format.json").write_text('{"style": "plain", "sytem": "x"}')
     with pytest.raises(ValueError, match=r"prompt_format.json: unknown field\(s\) \['sytem'\]"):
         Tokenizer.from_pretrained(tmp_path / "plain")
+
+
+def test_own_sentencepiece_folder_loads_in_transformers(tok, tmp_path):
+    """mathlm's sentencepiece model is saved with an equivalent tokenizer.json: AutoTokenizer encodes
+    the corpus and 2,000 random strings (whitespace runs, digits, fences, unicode, byte fallback) as
+    sentencepiece does, BOS included; mathlm itself reloads the sentencepiece model."""
+    transformers = pytest.importorskip("transformers")
+    t, _ = tok
+    t.save_pretrained(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    again = Tokenizer.from_pretrained(tmp_path)
+    assert again.sp is not None and len(hf) == len(t)
+    rng = random.Random(0)
+    alphabet = list("ab c\n\t  x=1+2()`é中🙂ʃ_-.,\\{}$") + ["```python\n", "```output\n", "```\n", "    ", "\n\n"]
+    texts = corpus(50, seed=1) + ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(2000)]
+    for text in texts:
+        ids = t.encode(text, bos=False)
+        assert hf.encode(text, add_special_tokens=False) == ids, text
+        assert hf.encode(text) == t.encode(text) == again.encode(text)
+        assert hf.decode(ids) == t.decode(ids)
+
+
+def test_foreign_sentencepiece_models_get_no_conversion(tmp_path):
+    """A dummy-prefix model (Llama-2 style) converts differently: the probes catch it, no tokenizer.json."""
+    import io
+
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus(200)), model_writer=buf, vocab_size=400,
+                                   model_type="bpe", byte_fallback=True, add_dummy_prefix=True, minloglevel=2,
+                                   character_coverage=1.0, hard_vocab_limit=False)
+    Tokenizer(buf.getvalue()).save_pretrained(tmp_path)
+    assert (tmp_path / "tokenizer.model").is_file() and not (tmp_path / "tokenizer.json").exists()
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["tokenizer_class"] == "LlamaTokenizer"
