@@ -3,7 +3,10 @@
 
 Loading builds the model on the meta device and assigns each tensor as it is read, so a 7B model
 needs its own size in memory once, not twice. Saving writes a folder that transformers'
-`from_pretrained` loads; the folder appears atomically (written under a temporary name, then renamed).
+`AutoModelForCausalLM` and (with a tokenizer) `AutoTokenizer` load: config.json, the weights,
+generation_config.json (the tokenizer's generation settings, every EOS id it stops on, BOS/pad
+from the model's config) and the tokenizer's own files. The folder appears atomically (written
+under a temporary name, then renamed).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from .config import ModelConfig
 from .model import Transformer
 
 CONFIG_NAME = "config.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 # Buffers some older HF checkpoints carry; they are recomputed, never loaded.
@@ -143,7 +147,8 @@ def save_hf_checkpoint(model: Transformer, path: str | os.PathLike, max_shard_si
     """Write `model` as a Hugging Face folder at `path` (replaced atomically if it exists).
 
     Shards are written when the weights exceed `max_shard_size`, with `model.safetensors.index.json`.
-    A `tokenizer` (mathlm.Tokenizer) is saved beside the weights as `tokenizer.model`.
+    A `tokenizer` (mathlm.Tokenizer) is saved beside the weights (`Tokenizer.save_pretrained`), and
+    generation_config.json always (`generation_config`).
     """
     path = Path(path)
     limit = parse_size(max_shard_size)
@@ -188,12 +193,30 @@ def save_hf_checkpoint(model: Transformer, path: str | os.PathLike, max_shard_si
             with open(tmp / INDEX_NAME, "w") as f:
                 json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
         if tokenizer is not None:
-            tokenizer.save(tmp / "tokenizer.model")
+            tokenizer.save_pretrained(tmp)
+        with open(tmp / GENERATION_CONFIG_NAME, "w") as f:
+            json.dump(generation_config(cfg, tokenizer), f, indent=2)
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def generation_config(cfg: ModelConfig, tokenizer=None) -> dict:
+    """generation_config.json: the tokenizer's (sampling defaults of the source checkpoint kept), with
+    `eos_token_id` = every id generation stops on (an int when there is one) and BOS/pad filled in
+    from the model's config when missing."""
+    out = dict(getattr(tokenizer, "generation_config", None) or {})
+    eos = list(getattr(tokenizer, "eos_ids", ()) or ([] if cfg.eos_id is None else [cfg.eos_id]))
+    if eos:
+        out["eos_token_id"] = eos[0] if len(eos) == 1 else eos
+    bos = tokenizer.bos_id if tokenizer is not None else cfg.bos_id
+    pad = tokenizer.pad_id if tokenizer is not None else cfg.pad_id
+    for key, value in (("bos_token_id", bos), ("pad_token_id", pad)):
+        if value is not None:
+            out.setdefault(key, value)
+    return out
 
 
 def replace_dir(src: Path, dst: Path) -> None:

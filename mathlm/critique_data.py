@@ -41,6 +41,7 @@ from typing import Iterable, Sequence
 from .data.contexts import ITEMS, PEOPLE
 from .data.format import parse_blocks
 from .data.similarity import normalize_question
+from .grading import boxed_spans
 
 TASKS = ("question", "solution")
 CORRUPTIONS = ("drop_quantity", "contradiction", "unanswerable", "swap_entity")
@@ -57,7 +58,6 @@ _SENTENCE_BREAK = re.compile(r"(?<=[.?!])\s+(?=[A-Z])")
 _MATH_TOKEN = re.compile(r"^(?:[-+*/]|-?\d*\(?-?\d*[xy]?(?:\^\d+)?\)?)$")
 _PLAIN_NUMBER = re.compile(r"^-?\d+(?:/\d+)?$")
 _POSSESSION = re.compile(r"\b([A-Z][a-z]+) (has|had) (\d+) ([a-z]+)\b")
-_BOXED = re.compile(r"\\boxed\{")
 
 # Objects the generators name besides ITEMS (swap_entity's replacements come from here too).
 _OTHER_OBJECTS = ("pens", "tickets", "notebooks", "cups", "toys", "bottles", "shirts")
@@ -293,14 +293,8 @@ def corrupt_question(record: dict, kind: str, rng: random.Random) -> dict | None
 
 def _boxed_span(text: str) -> tuple[int, int] | None:
     """Span of the content of the last \\boxed{...} (balanced braces)."""
-    starts = [m.end() for m in _BOXED.finditer(text)]
-    if not starts:
-        return None
-    depth, i = 1, starts[-1]
-    while i < len(text) and depth:
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        i += 1
-    return (starts[-1], i - 1) if depth == 0 else None
+    spans = boxed_spans(text)
+    return (spans[-1].content_start, spans[-1].content_end) if spans else None
 
 
 def corrupt_solution(record: dict, kind: str, rng: random.Random, field: str = "pot") -> dict | None:

@@ -319,7 +319,7 @@ def dcp_to_hf(checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: torc
     from .checkpoint import read_hf_config, save_hf_checkpoint
     from .config import ModelConfig
     from .model import Transformer
-    from .tokenizer import TOKENIZER_FILE, Tokenizer
+    from .tokenizer import Tokenizer, has_tokenizer
 
     checkpoint = Path(checkpoint)
     shards = checkpoint / DCP_DIR
@@ -336,7 +336,7 @@ def dcp_to_hf(checkpoint: str | os.PathLike, out: str | os.PathLike, dtype: torc
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(state, checkpoint_id=str(shards), no_dist=True)
     model.load_state_dict(state["model"])
-    tokenizer = Tokenizer.from_file(checkpoint) if (checkpoint / TOKENIZER_FILE).is_file() else None
+    tokenizer = Tokenizer.from_pretrained(checkpoint) if has_tokenizer(checkpoint) else None
     return save_hf_checkpoint(model, out, tokenizer=tokenizer, dtype=dtype)
 
 

@@ -10,10 +10,15 @@ problem), so they work with any sampler; `evaluate_model` plugs in mathlm's own 
   answers are clustered with `math_equal`, ties go to the answer seen first.
 - win rate: A against B on the same problems, judged by correctness first; when both are right or
   both wrong, an optional judge (the critique model's score) decides, else it is a tie.
+- benchmark reports (`summarize_samples`, what recipes/eval.py writes): pass@1 as the mean over all
+  n samples (the unbiased estimator at k=1, less noisy than the first sample alone), pass@k for
+  k = 1, 2, 4, ... up to n, and maj@n, overall, by domain (MATH's subject, "gsm8k", ...) and by level.
 """
 from __future__ import annotations
 
 import math
+import sys
+import time
 from collections import defaultdict
 from typing import Callable, Sequence
 
@@ -89,6 +94,45 @@ def summarize(problems: Sequence[dict], graded: Sequence[dict], ks: Sequence[int
     return result
 
 
+def pass_ks(n: int) -> list[int]:
+    """The k reported for n samples: 1, 2, 4, ... below n, and n itself."""
+    ks = [1 << i for i in range(n.bit_length()) if 1 << i < n]
+    return ks + [n]
+
+
+def sample_metrics(problems: Sequence[dict], graded: Sequence[dict]) -> dict:
+    """pass@1 (mean over the n samples), pass@k for `pass_ks(n)` (unbiased estimator) and maj@n of
+    problems that each have the same number n of graded samples."""
+    if not graded:
+        return {"problems": 0}
+    n = len(graded[0]["correct"])
+    out: dict = {"problems": len(graded), "n": n}
+    for k in pass_ks(n):
+        out[f"pass@{k}"] = sum(pass_at_k(n, sum(g["correct"]), k) for g in graded) / len(graded)
+    out[f"maj@{n}"] = sum(bool(math_equal(majority_answer(g["answers"]), p["answer"]))
+                          for p, g in zip(problems, graded)) / len(graded)
+    return out
+
+
+def summarize_samples(problems: Sequence[dict], graded: Sequence[dict]) -> dict:
+    """The benchmark report: `sample_metrics` overall, `by_domain` and `by_level` (problems without
+    a level are left out of by_level)."""
+    if len(problems) != len(graded):
+        raise ValueError(f"{len(problems)} problems but {len(graded)} graded lists")
+    counts = {len(g["correct"]) for g in graded}
+    if len(counts) > 1:
+        raise ValueError(f"every problem needs the same number of samples, got {sorted(counts)}")
+    groups: dict[str, dict[str, list]] = {"by_domain": defaultdict(list), "by_level": defaultdict(list)}
+    for p, g in zip(problems, graded):
+        groups["by_domain"][str(p.get("domain", "all"))].append((p, g))
+        if p.get("level") is not None:
+            groups["by_level"][str(p["level"])].append((p, g))
+    out = sample_metrics(problems, graded)
+    for name, by in groups.items():
+        out[name] = {key: sample_metrics([p for p, _ in rows], [g for _, g in rows]) for key, rows in sorted(by.items())}
+    return out
+
+
 def win_rate(correct_a: Sequence[bool], correct_b: Sequence[bool],
              judge: Callable[[int], float] | None = None) -> dict:
     """A against B, problem by problem: correctness first, then `judge(i)` (> 0: A better, < 0: B better).
@@ -115,6 +159,41 @@ def win_rate(correct_a: Sequence[bool], correct_b: Sequence[bool],
             "win_rate": wins / n, "net": (wins - losses) / n}
 
 
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
+def sample_completions(model, tokenizer, problems: Sequence[dict], *, max_new_tokens: int = 320, n: int = 1,
+                       temperature: float = 0.0, top_p: float | None = None, tools: bool = True,
+                       tool_timeout: float = 2.0, batch_size: int = 256, seed: int = 0,
+                       progress: bool = False) -> list[list]:
+    """`n` Completions per problem from mathlm's engine, prompted with `tokenizer.encode_prompt`
+    (plain or chat template) and stopped on `tokenizer`'s stop ids; python blocks run in the sandbox
+    when `tools`. `progress` prints a line per batch of problems (done, rate, tokens/s, ETA) to stderr."""
+    from .sampling import generate  # the metrics above need no torch; this does
+    from .sandbox import Session
+
+    factory = (lambda: Session(timeout=tool_timeout)) if tools else None
+    was_training = model.training
+    model.eval()
+    out: list[list] = []
+    start_time, made = time.monotonic(), 0
+    for start in range(0, len(problems), batch_size):
+        chunk = problems[start:start + batch_size]
+        prompts = [tokenizer.encode_prompt(p["question"]) for p in chunk]
+        out += generate(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p, n=n,
+                        tokenizer=tokenizer, tools=factory, seed=seed + start, progress=progress)
+        if progress:
+            made += sum(len(c.tokens) for o in out[-len(chunk):] for c in o)
+            elapsed = time.monotonic() - start_time
+            rate = len(out) / elapsed
+            print(f"eval: {len(out)}/{len(problems)} problems, {rate:.2f} problems/s, {made / elapsed:.0f} tok/s, "
+                  f"ETA {_duration((len(problems) - len(out)) / rate)}", file=sys.stderr, flush=True)
+    model.train(was_training)
+    return out
+
+
 def evaluate_model(model, tokenizer, problems: Sequence[dict], *, max_new_tokens: int = 320, n: int = 1,
                    temperature: float = 0.0, ks: Sequence[int] = (1,), tools: bool = True, tool_timeout: float = 2.0,
                    batch_size: int = 256, seed: int = 0) -> dict:
@@ -123,19 +202,8 @@ def evaluate_model(model, tokenizer, problems: Sequence[dict], *, max_new_tokens
 
     Greedy (temperature 0, n=1) gives accuracy; n > 1 at a temperature gives pass@k / maj@k for k in `ks`.
     """
-    from .sampling import generate  # the metrics above need no torch; this does
-    from .sandbox import Session
-
-    factory = (lambda: Session(timeout=tool_timeout)) if tools else None
-    was_training = model.training
-    model.eval()
-    texts: list[list[str]] = []
-    for start in range(0, len(problems), batch_size):
-        chunk = problems[start:start + batch_size]
-        prompts = [tokenizer.encode_prompt(p["question"]) for p in chunk]
-        outs = generate(model, prompts, max_new_tokens, temperature=temperature, n=n, tokenizer=tokenizer,
-                        tools=factory, seed=seed + start)
-        texts += [[c.text for c in o] for o in outs]
-    model.train(was_training)
+    outs = sample_completions(model, tokenizer, problems, max_new_tokens=max_new_tokens, n=n, temperature=temperature,
+                              tools=tools, tool_timeout=tool_timeout, batch_size=batch_size, seed=seed)
+    texts = [[c.text for c in o] for o in outs]
     graded = grade_completions(problems, texts)
     return {"summary": summarize(problems, graded, ks), "graded": graded, "completions": texts}

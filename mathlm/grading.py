@@ -6,28 +6,39 @@ and only expressions with variables that a numeric test cannot settle reach symp
 runs in a helper process that is killed on timeout (a C-level bigint power cannot be
 interrupted by a signal, a process can always be killed). This module never imports torch.
 
+Extraction (``extract_answer``) wants a stated answer: a box, "The (final) answer is", "Final
+Answer:", "####", an output block, a bare number or a closing "Therefore ... N." sentence; a
+response cut off after "3 + 4 = 7" gets None (``last_number=True`` restores the lenient
+last-number fallback). ``last_boxed``/``boxed_spans`` are mathlm's one boxed extractor.
+
 Equality rules (``math_equal(pred, ref)``):
 
-- integers written as integers compare exactly (``100000`` != ``100001``);
-  anything written with a decimal point compares with relative tolerance 1e-4
-  (``0.33333`` == ``1/3``), as ToRA's grader does;
-- fractions and mixed numbers: ``3/4``, ``\\frac{3}{4}``, ``\\dfrac34``, ``1 1/2``,
-  ``1\\frac{1}{2}``; negative numbers; thousands separators (``1,234``, ``1{,}234``);
-  currency signs and unit words (``$1,234.50``, ``12 apples``, ``5\\text{ cm}``);
-- percentages as ToRA's grader: ``50%`` is 0.5 and a number also matches ``ref/100``
-  and ``ref*100``. ToRA applies that scaling to every pair of numbers (so ``2`` == ``200``);
+- integers and fractions compare exactly (``100000`` != ``100001``); a decimal equals a value
+  when it is that value rounded to the digits written, within 1e-4 relative (``0.6667`` ==
+  ``2/3``; ``2.0001`` != ``2``, ``0.333`` != ``1/3``); a float printed with 12+ digits within 1e-9;
+- fractions, mixed numbers and repeating decimals: ``3/4``, ``\\frac{3}{4}``, ``\\dfrac34``,
+  ``1 1/2``, ``1\\frac{1}{2}``, ``0.\\overline{3}``; negative numbers (also U+2212); thousands
+  separators (``1,234``, ``1{,}234``, ``1\\,000``); scientific notation (``6.02e23``);
+  currency signs and units (``$1,234.50``, ``12 apples``, ``5cm``, ``25\\text{ cm}^2``), but
+  letters glued to a number that are not a known unit are variables (``6xy`` != ``6``);
+- percentages as ToRA's grader: ``50%`` is 0.5 and a number also matches ``ref/100`` and
+  ``ref*100``. ToRA applies that scaling to every pair of numbers (so ``2`` == ``200``);
   by default (``percentage="marked"``) it applies only when one side carries ``%`` or the
   word percent; ``percentage="tora"`` gives ToRA's behaviour, ``"none"`` disables it;
-- tuples ``(1, 2)``, lists ``[1, 2]``, bare comma lists, sets ``\\{1, 2\\}`` (order does
-  not matter), intervals ``[1, 2)`` and unions of them (bracket shapes must match);
-  matrices as nested lists or ``pmatrix``/``bmatrix`` (a flat vector equals a one-row or
-  one-column matrix);
-- ``x = 3`` against ``3``, ``x = 2, y = 3`` against ``(2, 3)``, and equations against
-  equations (``y = 2x + 3`` vs ``2y = 4x + 6``);
-- expressions: constants are evaluated (exactly for rationals, else in floating point:
-  ``2\\sqrt{2}`` == ``\\sqrt{8}``); expressions with variables are evaluated at fixed random
-  points (``3x+2`` == ``2+3x``); when evaluation is inconclusive sympy decides, with a
-  timeout after which the answer is "not equal".
+- tuples ``(1, 2)``, lists ``[1, 2]``, sets ``\\{1, 2\\}`` (order does not matter), bare
+  comma lists (two of them are solution lists: any order), intervals ``[1, 2)`` and unions
+  of them (bracket shapes must match), inequalities as intervals (``2 \\le x < 5``), matrices
+  as nested lists or ``pmatrix``/``bmatrix`` (a flat vector equals a one-row or one-column
+  matrix);
+- ``x = 3`` against ``3``, ``x = 2, y = 3`` against ``(2, 3)``, ``x = 2 \\text{ or } x = 3``
+  and ``\\pm`` as solution lists, and equations against equations (``y = 2x + 3`` vs
+  ``2y = 4x + 6``);
+- expressions (``\\binom``, ``\\log_b`` included): constants are evaluated (exactly for
+  rationals, else in floating point: ``2\\sqrt{2}`` == ``\\sqrt{8}``); expressions with
+  variables are evaluated at fixed random points (``3x+2`` == ``2+3x``); when evaluation is
+  inconclusive sympy decides, with a timeout after which the answer is "not equal" (counted:
+  ``sympy_timeouts()``). No signals: safe from threads (one helper per process, behind a
+  lock) and from forked workers (each starts its own helper).
 """
 from __future__ import annotations
 
@@ -44,16 +55,18 @@ import threading
 import time
 from fractions import Fraction
 from functools import lru_cache
+from typing import NamedTuple
 
-__all__ = ["extract_answer", "math_equal", "strip_answer"]
+__all__ = ["BoxedSpan", "boxed_spans", "extract_answer", "last_boxed", "math_equal", "strip_answer", "sympy_timeouts"]
 
 # ----------------------------------------------------------------------------------------
 # extraction
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
-_ANSWER_IS = re.compile(r"the\s+(?:final\s+)?answer\s+is\s*:?\s*", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"(?:\bthe\s+(?:final\s+)?answer\s+is|\bfinal\s+answer\s*:|(?:^|\n)[ \t*#]*answer[ \t*]*:)[ \t*:]*",
+                        re.IGNORECASE)
 _OUTPUT_BLOCK = re.compile(r"```output\n(.*?)(?:\n?```|\Z)", re.DOTALL)
-_LAST_NUMBER = re.compile(r"-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?")
+_LAST_NUMBER = re.compile(r"[-\u2212]?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?")
 
 
 def _braced(text: str, start: int) -> str | None:
@@ -81,8 +94,36 @@ def _closing_braces(text: str) -> dict[int, int]:
     return pairs
 
 
-def _last_boxed(text: str) -> str | None:
-    pairs = None  # computed once, on demand: rescanning per \boxed would be quadratic
+class BoxedSpan(NamedTuple):
+    """One ``\\boxed{...}`` (or ``\\fbox{...}``) group: ``text[start:end]`` is the whole group,
+    ``text[content_start:content_end]`` what is inside the braces."""
+
+    start: int
+    end: int
+    content_start: int
+    content_end: int
+
+
+def boxed_spans(text: str) -> list[BoxedSpan]:
+    """Every balanced ``\\boxed{...}`` / ``\\fbox{...}`` group of ``text``, in order (nested
+    braces included; a group that never closes is skipped). One brace scan for the whole text."""
+    spans, pairs = [], None  # computed on demand: rescanning per \boxed would be quadratic
+    for m in _BOXED.finditer(text or ""):
+        j = m.end()
+        if j < len(text) and text[j] == "{":
+            pairs = _closing_braces(text) if pairs is None else pairs
+            if j in pairs:
+                spans.append(BoxedSpan(m.start(), pairs[j] + 1, j + 1, pairs[j]))
+    return spans
+
+
+def last_boxed(text: str | None) -> str | None:
+    """The content of the last ``\\boxed{...}`` or ``\\fbox{...}`` in ``text`` (nested braces
+    included, surrounding spaces stripped), or None. ``\\boxed 5`` (no braces) gives ``5``.
+    The one boxed extractor of mathlm: data loading, RFT, RL and critique data call it."""
+    if not text:
+        return None
+    pairs = None
     for m in reversed(list(_BOXED.finditer(text))):
         j = m.end()
         if j < len(text) and text[j] == "{":
@@ -103,23 +144,56 @@ def _clean_tail(s: str) -> str:
     return s.rstrip(". ")
 
 
-def extract_answer(text: str | None) -> str | None:
+_MATH_SPAN = re.compile(r"^\s*(?:\$\$(.+?)\$\$|\$((?:\\\$|[^$])+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\])", re.DOTALL)
+_SENTENCE_END = re.compile(r"\.(?=\s|$)|[!?;](?=\s|$)")
+
+
+def _answer_after_marker(line: str) -> str:
+    """The answer that follows "The final answer is": the first math span when the line starts
+    with one (``$72$. I hope it is correct.`` -> ``72``), else the text up to the sentence end."""
+    line = line.replace("**", "")  # markdown bold: "**Answer: 42**"
+    m = _MATH_SPAN.match(line)
+    if m:
+        return next(g for g in m.groups() if g is not None).strip()
+    end = _SENTENCE_END.search(line)
+    return _clean_tail(line[: end.start()] if end else line)
+
+
+# "A truncated 3 + 4 = 7" states no answer; "Therefore, she sold 72 clips." does.
+_CONCLUSION = re.compile(r"(?:therefore|thus|so|hence|in total|altogether|finally)\b.*?"
+                         r"(-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?)[^\d\n]*[.!]$", re.IGNORECASE)
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n")
+_BARE_ANSWER = re.compile(r"^\s*\$?\s*(-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?)\s*\$?\s*\.?\s*$")
+
+
+def _closing_sentence(text: str) -> re.Match | None:
+    """The match of a last sentence "Therefore/Thus/So ... N." (N in group 1), or None."""
+    tail = text.rstrip()[-400:]
+    if not tail.endswith((".", "!")):
+        return None
+    return _CONCLUSION.match(_SENTENCES.split(tail)[-1])
+
+
+def extract_answer(text: str | None, last_number: bool = False) -> str | None:
     """The final answer stated in ``text``, or None.
 
-    Looks, in this order, for: the last ``\\boxed{...}`` (nested braces, which also covers
-    our final-answer line ``The answer is \\boxed{...}.``); the last "The answer is ...";
-    the last GSM8K "#### ..."; the last ```` ```output ```` block (its last line); else the
-    last number in the text.
+    Looks, in this order, for: the last ``\\boxed{...}``/``\\fbox{...}`` (nested braces,
+    which also covers our final-answer line ``The answer is \\boxed{...}.``); the last "The
+    (final) answer is ...", "Final Answer: ..." or "Answer: ..." (its math span, or up to the
+    sentence end: ``The final answer is $72$. I hope it is correct.`` gives ``72``); the last
+    GSM8K "#### ..."; the last ```` ```output ```` block (its last line); a text that is only
+    a number; the last number of a closing "Therefore/Thus/So ... N." sentence. A response
+    that never states its answer (one cut off after "3 + 4 = 7") gives None, unless
+    ``last_number=True`` (the lenient GSM8K habit: the last number anywhere).
     """
     if not text:
         return None
-    boxed = _last_boxed(text)
+    boxed = last_boxed(text)
     if boxed is not None:
         return boxed
-    matches = list(_ANSWER_IS.finditer(text))
-    for m in reversed(matches):
-        line = text[m.end() :].split("\n", 1)[0]
-        ans = _clean_tail(line)
+    matches = _ANSWER_IS.finditer(text) if "answer" in text.lower() else ()  # the regex is slow
+    for m in reversed(list(matches)):
+        ans = _answer_after_marker(text[m.end() :].split("\n", 1)[0])
         if ans:
             return ans
     if "####" in text:
@@ -131,7 +205,12 @@ def extract_answer(text: str | None) -> str | None:
         lines = [ln.strip() for ln in outputs[-1].strip().splitlines() if ln.strip()]
         if lines:
             return lines[-1]
-    numbers = _LAST_NUMBER.findall(text)
+    if "\u2212" in text:
+        text = text.replace("\u2212", "-")
+    stated = _BARE_ANSWER.match(text) or _closing_sentence(text)
+    if stated:
+        return stated.group(1).replace(" ", "")
+    numbers = _LAST_NUMBER.findall(text) if last_number else None
     if numbers:
         return numbers[-1].replace(" ", "")
     return None
@@ -145,52 +224,92 @@ _CURRENCY = re.compile(r"\\\$|\$|€|£|¥|₹|\bUSD\b|\bdollars?\b|\bcents?\b|\
 _SPACES = re.compile(r"(?<!\\)\\[,;:!> ]|~|\\quad|\\qquad")  # not the "\\" of a matrix row
 _VAR_ASSIGN = re.compile(r"^\s*\\?[A-Za-z][A-Za-z0-9_']*(?:\([^()=]*\))?\s*=(?!=)\s*(.+)$", re.DOTALL)
 _TUPLE_ASSIGN = re.compile(r"^\s*\(\s*[A-Za-z][\w ,]*\)\s*=\s*(.+)$", re.DOTALL)
-_UNIT_WORD = re.compile(r"^[A-Za-z]{2}[\w^/.\-]*$")
-_GLUED_UNIT = re.compile(r"^(-?[\d.,]+)([A-Za-z]{2}[\w^/.\-]*)$")
+_UNIT_WORD = re.compile(r"^([A-Za-z]+)[\w^{}/.\-]*$")
+_GLUED_UNIT = re.compile(r"^(-?[\d.,]+)([A-Za-z]{2}[\w^{}/.\-]*)$")
 _MATH_WORDS = {"pi", "sqrt", "sin", "cos", "tan", "log", "ln", "exp", "sec", "csc", "cot", "arcsin", "arccos",
-               "arctan", "oo", "infty", "frac", "dfrac", "cdot", "times", "abs", "mod", "pmod", "i", "e"}
+               "arctan", "oo", "infty", "frac", "dfrac", "cdot", "times", "abs", "mod", "pmod", "i", "e", "or",
+               "and", "binom", "pm", "mp", "le", "ge", "leq", "geq", "lt", "gt", "in", "cup", "cap"}
+# Units short enough to be mistaken for variables: only these are dropped when glued to the
+# number ("5cm") or written as a two-letter word ("5 km"); "6xy" and "3 ab" are products.
+_UNITS = {"mm", "cm", "dm", "km", "ft", "yd", "mi", "mg", "kg", "lb", "lbs", "oz", "ml", "hr", "hrs", "sec", "min",
+          "mph", "kph", "kmh", "mps", "sq", "cu", "ms", "ns", "kw", "kwh", "mb", "gb", "kb", "pm", "am", "th", "st",
+          "nd", "rd", "cents"}
 _PERCENT_WORD = re.compile(r"\s*(?:percent|per\s*cent)\b\.?$", re.IGNORECASE)
+_THIN_THOUSANDS = re.compile(r"(?<=\d)(?:\\,|\\ |\\;|\\!|~|\u2009|\u202f|\u00a0)(?=\d{3}(?!\d))")
+_TRAILING_TEXT_UNIT = re.compile(r"^(.*?\S)\s*\\(?:text|textnormal|textrm|mbox|mathrm|rm)\s*\{\s*([A-Za-z][A-Za-z .]*?)\s*\}"
+                                 r"\s*(?:\^\s*\{?\s*[23]\s*\}?)?\s*\.?$")
+_UNICODE = {"\u2212": "-", "\u00d7": "\\times ", "\u22c5": "\\cdot ", "\u00b7": "\\cdot ", "\u00f7": "\\div ",
+            "\u2264": "\\le ", "\u2265": "\\ge ", "\u00b1": "\\pm ", "\u2213": "\\mp ", "\u221e": "\\infty ",
+            "\u2208": "\\in ", "\u222a": "\\cup ", "\u2009": " ", "\u202f": " ", "\u00a0": " "}
+_UNICODE_CHARS = re.compile("[" + "".join(_UNICODE) + "]")
+_IN_PREFIX = re.compile(r"^[A-Za-z]\s*\\in\s*")
+_BASE_SUBSCRIPT = re.compile(r"(\d)_\{(\w+)\}")  # a numeral's base, not \log_{10}
 
 
 @lru_cache(maxsize=65536)
 def strip_answer(answer: str) -> str:
     """Canonical text of an answer: LaTeX spacing, ``$``, ``\\left``, ``dfrac``, degrees,
-    currency and ``\\text{}`` wrappers removed. The meaning is left untouched."""
+    currency, ``\\text{}`` wrappers and trailing units (``5\\text{ cm}^2``) removed, Unicode
+    signs (U+2212 minus, ``×``, ``≤``) made LaTeX, thin-space thousands (``1\\,000``) joined,
+    ``x \\in`` dropped. The meaning is left untouched."""
     s = str(answer).strip()
-    if s.startswith("\\boxed"):
-        inner = _last_boxed(s)
+    if s.startswith("\\boxed") or s.startswith("\\fbox"):
+        inner = last_boxed(s)
         if inner is not None:
             s = inner
+    if not s.isascii():
+        s = _THIN_THOUSANDS.sub("", s)
+        s = _UNICODE_CHARS.sub(lambda m: _UNICODE[m.group(0)], s)
     s = s.replace("\n", " ")
     s = s.replace("\\left", "").replace("\\right", "")
     s = s.replace("\\displaystyle", "")
+    s = _THIN_THOUSANDS.sub("", s)
+    s = s.replace(",\\!", ",")  # MATH's thousands: 32,\!348
+    s = _BASE_SUBSCRIPT.sub(r"\1_\2", s)  # 4210_{5} -> 4210_5
     s = _SPACES.sub(" ", s)
     s = s.replace("{,}", ",")
     s = s.replace("dfrac", "frac").replace("tfrac", "frac")
-    s = s.replace("^\\circ", "").replace("^{\\circ}", "").replace("°", "")
+    s = s.replace("^\\circ", "").replace("^{\\circ}", "").replace("°", "").replace("\\degree", "")
     s = s.replace("\\%", "%")
     s = _PERCENT_WORD.sub("%", s)
+    s = s.replace("\\(", "").replace("\\)", "").replace("\\[", "").replace("\\]", "")
+    while (m := _TRAILING_TEXT_UNIT.match(s.strip().rstrip("$ "))) and m.group(2) not in ("i", "e") \
+            and any(c.isdigit() for c in m.group(1)):
+        s = m.group(1)
     s = _UNIT_TEXT.sub(r" \1 ", s)
     s = _CURRENCY.sub("", s)
-    s = s.replace("\\(", "").replace("\\)", "").replace("\\[", "").replace("\\]", "")
     s = re.sub(r"\s+", " ", s).strip()
     s = s.rstrip(".").strip()
-    return _drop_unit_words(s)
+    s = _IN_PREFIX.sub("", s)
+    if s == "\\mathbb{R}" or s == "\\mathbb R":
+        s = "(-\\infty, \\infty)"
+    return _drop_unit_words(s.replace(" ^", "^"))
+
+
+def _is_unit_word(word: str, glued: bool) -> bool:
+    m = _UNIT_WORD.match(word)
+    if not m:
+        return False
+    letters = m.group(1).lower()
+    if letters in _MATH_WORDS:
+        return False
+    return letters in _UNITS or len(letters) >= (4 if glued else 3)
 
 
 def _drop_unit_words(s: str) -> str:
-    """"12 apples", "60 km/h", "5cm" -> the number. Only words of two letters or more that
-    are not math names (so "5 x" and "2 pi" stay), and only when a number is left."""
+    """"12 apples", "60 km/h", "5cm" -> the number. Words of three letters or more that are
+    not math names, or known units (so "5 x", "2 pi", "6xy" stay), and only when a number or
+    constant is left."""
     words = s.split(" ")
     m = _GLUED_UNIT.match(words[-1])
-    if m and m.group(2).lower() not in _MATH_WORDS:
+    if m and _is_unit_word(m.group(2), glued=True):
         words[-1:] = [m.group(1), m.group(2)]
     k = len(words)
-    while k > 1 and _UNIT_WORD.match(words[k - 1]) and re.match(r"[A-Za-z]+", words[k - 1]).group(0).lower() not in _MATH_WORDS:
+    while k > 1 and _is_unit_word(words[k - 1], glued=False):
         k -= 1
     if k < len(words):
         head = " ".join(words[:k])
-        if _parse_number(head) is not None:
+        if _parse_number(head) is not None or _is_constant(head):
             return head
     return s
 
@@ -200,21 +319,69 @@ def _drop_unit_words(s: str) -> str:
 
 
 class _Number:
-    """An exact rational, with how it was written (integers compare exactly)."""
+    """An exact rational, with how it was written: ``quantum`` is the unit of the last digit
+    written (``2.50`` -> 1/100, ``6.02e23`` -> 10^21; None for integers and fractions, which
+    compare exactly), ``noisy`` marks a float printed with 12+ significant digits."""
 
-    __slots__ = ("value", "decimal", "percent")
+    __slots__ = ("value", "decimal", "percent", "quantum", "noisy")
 
-    def __init__(self, value: Fraction, decimal: bool, percent: bool):
+    def __init__(self, value: Fraction, decimal: bool, percent: bool, quantum: Fraction | None = None,
+                 noisy: bool = False):
         self.value, self.decimal, self.percent = value, decimal, percent
+        self.quantum, self.noisy = quantum, noisy
 
 
 _INT = re.compile(r"^[+-]?\d+$")
 _DEC = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?$")
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_SPACE_THOUSANDS = re.compile(r"^\d{1,3}(?: \d{3})+(?:\.\d+)?$")
 _SLASH = re.compile(r"^([+-]?)\s*(\d+)\s*/\s*(\d+)$")
 _MIXED = re.compile(r"^([+-]?)(\d+)\s+(\d+)\s*/\s*(\d+)$")
 _FRAC = re.compile(r"^([+-]?)\s*\\frac\s*(?:\{\s*([+-]?\d+(?:\.\d+)?)\s*\}|(\d))\s*(?:\{\s*([+-]?\d+(?:\.\d+)?)\s*\}|(\d))$")
 _MIXED_FRAC = re.compile(r"^([+-]?)(\d+)\s*\\frac\s*(?:\{(\d+)\}|(\d))\s*(?:\{(\d+)\}|(\d))$")
+_REPEATING = re.compile(r"^(\d*)\.(\d*)\\(?:overline|bar|dot)\s*\{?(\d+)\}?$")  # 0.1\overline{6} = 1/6
+
+
+def _decimal(s: str) -> tuple[Fraction, Fraction, bool]:
+    """(value, quantum, noisy) of a decimal numeral such as ``2.50`` or ``6.02e23``."""
+    mantissa, _, exponent = s.lower().partition("e")
+    places = len(mantissa.partition(".")[2])
+    significant = len(mantissa.replace(".", "").lstrip("0"))
+    return Fraction(s), Fraction(10) ** (int(exponent or 0) - places), significant >= 12
+
+
+def _repeating(m: re.Match) -> Fraction:
+    whole, fixed, cycle = m.group(1) or "0", m.group(2), m.group(3)
+    head = Fraction(int(fixed or "0"), 10 ** len(fixed))
+    return int(whole) + head + Fraction(int(cycle), (10 ** len(cycle) - 1) * 10 ** len(fixed))
+
+
+def _parse_fraction_forms(s: str) -> tuple[Fraction | None, bool]:
+    """(value, written with a decimal point) of 3/4, 1 1/2, \\frac{3}{4}, 1\\frac12; (None, _)
+    when ``s`` is none of them or divides by zero."""
+    m = _SLASH.match(s)
+    if m:
+        return (None if int(m.group(3)) == 0 else Fraction(int(m.group(2)), int(m.group(3)))
+                * (-1 if m.group(1) == "-" else 1)), False
+    m = _MIXED.match(s)
+    if m:
+        if int(m.group(4)) == 0:
+            return None, False
+        return (int(m.group(2)) + Fraction(int(m.group(3)), int(m.group(4)))) * (-1 if m.group(1) == "-" else 1), False
+    m = _FRAC.match(s)
+    if m:
+        num, den = m.group(2) or m.group(3), m.group(4) or m.group(5)
+        if Fraction(den) == 0:
+            return None, False
+        return Fraction(num) / Fraction(den) * (-1 if m.group(1) == "-" else 1), "." in num + den
+    m = _MIXED_FRAC.match(s)
+    if m:
+        den = int(m.group(5) or m.group(6))
+        if den == 0:
+            return None, False
+        value = int(m.group(2)) + Fraction(int(m.group(3) or m.group(4)), den)
+        return value * (-1 if m.group(1) == "-" else 1), False
+    return None, False
 
 
 @lru_cache(maxsize=65536)
@@ -229,50 +396,27 @@ def _parse_number(s: str) -> _Number | None:
     neg = False
     if s.startswith("-"):
         neg, s = True, s[1:].strip()
-    value: Fraction | None = None
-    decimal = False
+    quantum, noisy, decimal = None, False, False
     if s.isascii() and s.isdigit():
         value = Fraction(int(s))  # int() first: much cheaper than Fraction's string parser
     elif _DEC.match(s):
-        value, decimal = Fraction(s), True
-    elif _THOUSANDS.match(s):
-        t = s.replace(",", "")
-        value, decimal = Fraction(t), "." in t
+        (value, quantum, noisy), decimal = _decimal(s), True
+    elif _THOUSANDS.match(s) or _SPACE_THOUSANDS.match(s):
+        t = s.replace(",", "").replace(" ", "")
+        decimal = "." in t
+        value, quantum, noisy = _decimal(t) if decimal else (Fraction(int(t)), None, False)
+    elif (m := _REPEATING.match(s)) is not None:
+        value = _repeating(m)
     else:
-        m = _SLASH.match(s)
-        if m:
-            if int(m.group(3)) == 0:
-                return None
-            value = Fraction(int(m.group(2)), int(m.group(3))) * (-1 if m.group(1) == "-" else 1)
-        m = None if m else _MIXED.match(s)
-        if m:
-            if int(m.group(4)) == 0:
-                return None
-            value = int(m.group(2)) + Fraction(int(m.group(3)), int(m.group(4)))
-            value *= -1 if m.group(1) == "-" else 1
-        if value is None:
-            m = _FRAC.match(s)
-            if m:
-                num, den = m.group(2) or m.group(3), m.group(4) or m.group(5)
-                if Fraction(den) == 0:
-                    return None
-                value = Fraction(num) / Fraction(den) * (-1 if m.group(1) == "-" else 1)
-                decimal = "." in num + den
-        if value is None:
-            m = _MIXED_FRAC.match(s)
-            if m:
-                den = int(m.group(5) or m.group(6))
-                if den == 0:
-                    return None
-                value = int(m.group(2)) + Fraction(int(m.group(3) or m.group(4)), den)
-                value *= -1 if m.group(1) == "-" else 1
+        value, decimal = _parse_fraction_forms(s)
     if value is None:
         return None
     if neg:
         value = -value
     if percent:
         value /= 100
-    return _Number(value, decimal or percent, percent)
+        quantum = quantum / 100 if quantum is not None else None
+    return _Number(value, decimal or percent, percent, quantum, noisy)
 
 
 def _close(a: Fraction, b: Fraction, exact: bool) -> bool:
@@ -283,9 +427,23 @@ def _close(a: Fraction, b: Fraction, exact: bool) -> bool:
     return math.isclose(float(a), float(b), rel_tol=1e-4)
 
 
+def _decimals_equal(p: _Number, r: _Number) -> bool:
+    """A decimal equals a value when it is that value rounded to the digits written (``0.6667``
+    is 2/3, ``2.0001`` is not 2), and within 1e-4 relative (``0.333`` is not 1/3); a float
+    printed with 12+ digits (``0.30000000000000004``) within 1e-9."""
+    a, b = float(p.value), float(r.value)
+    if p.noisy or r.noisy:
+        return math.isclose(a, b, rel_tol=1e-9)
+    if not math.isclose(a, b, rel_tol=1e-4):
+        return False
+    quanta = [n.quantum for n in (p, r) if n.quantum is not None]
+    return not quanta or abs(p.value - r.value) * 2 <= max(quanta)
+
+
 def _numbers_equal(p: _Number, r: _Number, percentage: str) -> bool:
-    exact = not (p.decimal or r.decimal)
-    if _close(p.value, r.value, exact):
+    if p.value == r.value:
+        return True
+    if (p.decimal or r.decimal) and _decimals_equal(p, r):
         return True
     scale = percentage == "tora" or (percentage == "marked" and (p.percent or r.percent))
     if scale:
@@ -419,6 +577,8 @@ def _structures_equal(P, R, ctx) -> bool | None:
         return _unordered_equal(ps, rs, ctx)
     if kp == "seq" and kr == "seq":
         po, pc, ro, rc = P[1], P[2], R[1], R[2]
+        if po == ro == "":  # two bare lists: solutions, "2, 3" == "3, 2"
+            return _unordered_equal(P[3], R[3], ctx)
         if po and ro:
             if (po, pc) != (ro, rc):  # (1, 2) and [1, 2] are different intervals
                 return False
@@ -447,7 +607,7 @@ _FUNCS = {
 }
 _CONSTS = {"pi": math.pi, "oo": math.inf, "e": math.e}  # "e" in an answer is Euler's number
 _NAMES = sorted([*_FUNCS, *_CONSTS], key=len, reverse=True)  # longest first: "arcsin" before "sin"
-_TOKEN = re.compile(r"\s*(?:(\d+\.\d*|\.\d+|\d+)|([A-Za-z]+(?:_\{?[A-Za-z0-9]+\}?)?)|(\*\*|[-+*/^()!|]))")
+_TOKEN = re.compile(r"\s*(?:((?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+(?![\d.]))?)|([A-Za-z]+(?:_\{?[A-Za-z0-9]+\}?)?)|(\*\*|[-+*/^()!|]))")
 
 
 def _latex_arg(s: str, i: int) -> tuple[str, int]:
@@ -464,10 +624,36 @@ def _latex_arg(s: str, i: int) -> tuple[str, int]:
     return s[i], i + 1
 
 
+_BARE_LOG = re.compile(r"(?<![A-Za-z\\])log_")
+_LOG_ARG = re.compile(r"\s*(\d+(?:\.\d+)?|[A-Za-z])")
+
+
+def _log_arg(s: str, i: int) -> tuple[str, int]:
+    """The argument of ``\\log_b``: a (...) or {...} group, else one number or letter with its power."""
+    while i < len(s) and s[i] == " ":
+        i += 1
+    if i < len(s) and s[i] == "(":
+        j = _closing(s, i)
+        if j < 0:
+            raise _Unsupported(s)
+        return s[i + 1 : j], j + 1
+    if i < len(s) and s[i] == "{":
+        return _latex_arg(s, i)
+    m = _LOG_ARG.match(s, i)
+    if not m:
+        raise _Unsupported(s)
+    arg, i = m.group(1), m.end()
+    if s.startswith("^", i):  # \log_2 2^{10} is log_2(2^10)
+        exponent, i = _latex_arg(s, i + 1)
+        arg = f"{arg}^{{{exponent}}}"
+    return arg, i
+
+
 def _latex_to_plain(s: str) -> str:
     """Rewrite the LaTeX we accept into plain infix: \\frac{a}{b} -> ((a)/(b)) and so on."""
     s = s.replace("\\cdot", "*").replace("\\times", "*").replace("\\div", "/")
     s = s.replace("\\infty", "oo").replace("∞", "oo").replace("π", "pi").replace("√", "\\sqrt")
+    s = _BARE_LOG.sub(r"\\log_", s.replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom"))
     out, i = [], 0
     while i < len(s):
         if s.startswith("\\frac", i):
@@ -485,6 +671,15 @@ def _latex_to_plain(s: str) -> str:
             inner, i = _latex_arg(s, i)
             arg = _latex_to_plain(inner)
             out.append(f"sqrt({arg})" if index is None else f"(({arg})^(1/({_latex_to_plain(index)})))")
+        elif s.startswith("\\binom", i):
+            top, i = _latex_arg(s, i + 6)
+            bottom, i = _latex_arg(s, i)
+            n, k = _latex_to_plain(top), _latex_to_plain(bottom)
+            out.append(f"(({n})!/(({k})!(({n})-({k}))!))")
+        elif s.startswith("\\log_", i):
+            base, i = _latex_arg(s, i + 5)
+            arg, i = _log_arg(s, i)
+            out.append(f"((ln({_latex_to_plain(arg)}))/(ln({_latex_to_plain(base)})))")
         elif s[i] == "\\":
             m = re.match(r"\\([A-Za-z]+)", s[i:])
             if not m:
@@ -633,6 +828,14 @@ def _parse_expr(s: str):
     if len(s) > 500:
         raise _Unsupported("too long")
     return _Parser(_tokens(_latex_to_plain(s))).parse()
+
+
+def _is_constant(s: str) -> bool:
+    """Whether ``s`` parses as an expression without variables (``5\\sqrt{2}``, ``2\\pi``)."""
+    try:
+        return not _variables(_parse_expr(s))
+    except (_Unsupported, RecursionError, ValueError, ZeroDivisionError):
+        return False
 
 
 def _variables(node) -> set[str]:
@@ -821,6 +1024,7 @@ class _SympyWorker:
         self.proc: subprocess.Popen | None = None
         self.lock = threading.Lock()
         self.pid = os.getpid()
+        self.timeouts = 0  # questions killed on timeout in this process (see sympy_timeouts)
 
     def _start(self) -> None:
         self.proc = subprocess.Popen(
@@ -862,11 +1066,18 @@ class _SympyWorker:
             answer = self._readline(timeout)
             if answer is None:
                 self._kill()
+                self.timeouts += 1
                 return False
             return json.loads(answer)
 
 
 _WORKER = _SympyWorker()
+
+
+def sympy_timeouts() -> int:
+    """How many pairs this process has graded "not equal" because sympy ran past its timeout
+    (counted, not hidden: a run that reports many needs a larger ``timeout``)."""
+    return _WORKER.timeouts
 
 
 def _sympy_equal(a, b, mode: str, timeout: float) -> bool:
@@ -877,6 +1088,7 @@ def _sympy_equal(a, b, mode: str, timeout: float) -> bool:
 
 
 def _expressions_equal(p: str, r: str, ctx) -> bool:
+    p, r = (x.replace(",", "") if _THOUSANDS.match(x) else x for x in (p, r))  # 10^6 vs 1,000,000
     try:
         a, b = _parse_expr(p), _parse_expr(r)
     except (_Unsupported, RecursionError, ValueError, ZeroDivisionError):
@@ -926,8 +1138,86 @@ def _drop_assignment(s: str) -> str:
     return s
 
 
+_REL = r"(\\leq|\\le|\\geq|\\ge|\\lt|\\gt|<=|>=|<|>)"
+_TWO_SIDED = re.compile(rf"^(.+?)\s*{_REL}\s*([A-Za-z])\s*{_REL}\s*(.+)$")
+_VAR_FIRST = re.compile(rf"^([A-Za-z])\s*{_REL}\s*(.+)$")
+_VAR_LAST = re.compile(rf"^(.+?)\s*{_REL}\s*([A-Za-z])$")
+_LESS = {"<": "<", "\\lt": "<", "\\le": "<=", "\\leq": "<=", "<=": "<=",
+         ">": ">", "\\gt": ">", "\\ge": ">=", "\\geq": ">=", ">=": ">="}
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+_OR_AND = re.compile(r"\s*,?\s+(?:or|and)\s+")
+
+
+def _one_interval(s: str) -> str | None:
+    """``2 \\le x < 5`` -> ``[2, 5)``; ``x > 3`` and ``3 < x`` -> ``(3, \\infty)``; None otherwise."""
+    m = _TWO_SIDED.match(s)
+    if m:
+        lo, r1, r2, hi = m.group(1), _LESS[m.group(2)], _LESS[m.group(4)], m.group(5)
+        if r1[0] == ">" and r2[0] == ">":
+            lo, hi, r1, r2 = hi, lo, _FLIP[r2], _FLIP[r1]
+        if r1[0] != "<" or r2[0] != "<":
+            return None
+        return ("[" if r1 == "<=" else "(") + f"{lo}, {hi}" + ("]" if r2 == "<=" else ")")
+    m = _VAR_FIRST.match(s)
+    rel, bound = (_LESS[m.group(2)], m.group(3)) if m else (None, None)
+    if m is None:
+        m = _VAR_LAST.match(s)
+        if m is None:
+            return None
+        rel, bound = _FLIP[_LESS[m.group(2)]], m.group(1)
+    if rel[0] == "<":
+        return f"(-\\infty, {bound}" + ("]" if rel == "<=" else ")")
+    return ("[" if rel == ">=" else "(") + f"{bound}, \\infty)"
+
+
+def _as_interval(s: str) -> str:
+    """Inequalities in one variable as intervals: ``x < -1 or x > 2`` -> ``(-\\infty, -1) \\cup (2, \\infty)``."""
+    if not re.search(r"[<>]|\\[lg]", s):
+        return s
+    parts = [_one_interval(part.strip()) for part in re.split(r"\s+or\s+|\\cup|\\vee", s)]
+    return s if None in parts else " \\cup ".join(parts)
+
+
+def _expand_pm(s: str, depth: int = 0) -> list[str]:
+    """``2 \\pm \\sqrt{3}`` -> [``2 + \\sqrt{3}``, ``2 - \\sqrt{3}``] (at most two signs expanded)."""
+    m = re.search(r"\\(pm|mp)(?![A-Za-z])", s)
+    if m is None or depth == 2:
+        return [s]
+    signs = ("+", "-") if m.group(1) == "pm" else ("-", "+")
+    return [x for sign in signs for x in _expand_pm(s[: m.start()] + sign + s[m.end() :], depth + 1)]
+
+
+def _solution_list(s: str) -> str:
+    """Several solutions as a bare list (compared as a set): ``x = 2 \\text{ or } x = 3``,
+    ``x = 2, x = 3``, ``x = \\pm 2``, ``2 \\pm \\sqrt{3}``. Assignments to different variables
+    (``x = 2, y = 3``) are left for ``_drop_assignment`` (a tuple)."""
+    if " or " in s or " and " in s:
+        parts = [p.strip() for p in _OR_AND.split(s) if p.strip()]
+    elif "\\pm" in s or "\\mp" in s or ("=" in s and "," in s):
+        parts = _split_top(s)
+    else:
+        return s
+    parts = [x for p in parts for x in _expand_pm(p)]
+    if len(parts) < 2:
+        return parts[0] if parts else s
+    assigned = [_VAR_ASSIGN.match(p) if p.count("=") == 1 else None for p in parts]
+    if all(assigned):
+        names = {p.split("=")[0].strip() for p in parts}
+        if len(names) != 1:
+            return s
+        parts = [m.group(1).strip() for m in assigned]
+    elif any(assigned) or any("=" in p for p in parts):
+        return s
+    return ", ".join(parts)
+
+
+@lru_cache(maxsize=65536)
+def _normal_form(s: str) -> str:
+    return _solution_list(_as_interval(strip_answer(s)))
+
+
 def _equal(p: str, r: str, ctx) -> bool:
-    p, r = strip_answer(p), strip_answer(r)
+    p, r = _normal_form(p), _normal_form(r)
     if not p or not r:
         return False
     if p == r or p.lower() == r.lower():

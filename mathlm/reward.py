@@ -36,7 +36,7 @@ from .batching import BatchIterator
 from .losses import reward_loss
 from .model import Transformer
 from .scalar_head import ScalarHeadModel, last_token_index
-from .tokenizer import TOKENIZER_FILE, Tokenizer
+from .tokenizer import Tokenizer, has_tokenizer
 
 PAIR_FIELDS = ("question", "chosen", "rejected")
 
@@ -235,6 +235,5 @@ class RewardModel(ScalarHeadModel):
     def load(cls, path: str | os.PathLike, dtype: torch.dtype | None = None, device="cpu") -> "RewardModel":
         """A saved scalar-head folder; its tokenizer.model, when present, becomes `model.tokenizer`."""
         model = super().load(path, dtype=dtype, device=device)
-        tok_path = Path(path) / TOKENIZER_FILE
-        model.tokenizer = Tokenizer.from_file(tok_path) if tok_path.is_file() else None
+        model.tokenizer = Tokenizer.from_pretrained(path) if has_tokenizer(path) else None
         return model

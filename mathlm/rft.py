@@ -54,7 +54,7 @@ from functools import lru_cache
 from typing import Any, Callable, Protocol, Sequence
 
 from .evaluation import pass_at_k
-from .grading import extract_answer, math_equal
+from .grading import boxed_spans, extract_answer, math_equal
 
 __all__ = ["Sampler", "ModelSampler", "RFTResult", "rejection_sample", "path_signature", "path_format",
            "prose_equations", "code_signature", "hardness_weights"]
@@ -116,7 +116,6 @@ class ModelSampler:
 # Signatures
 
 _CODE_BLOCK = re.compile(r"```python\n(.*?)\n?```(?:\n```output\n.*?(?:\n```|\Z))?", re.DOTALL)
-_BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _SQRT = re.compile(r"\\sqrt\s*\{([^{}]*)\}")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -139,15 +138,12 @@ def _normalize_number(s: str) -> str:
 
 def _drop_boxed(text: str) -> str:
     """The text without its \\boxed{...} groups (the final answer is the same in every correct path)."""
-    while (m := _BOXED_OPEN.search(text)) is not None:
-        depth, end = 0, len(text)
-        for i in range(m.end() - 1, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            if depth == 0:
-                end = i + 1
-                break
-        text = text[:m.start()] + text[end:]
-    return text
+    kept, pos = [], 0
+    for span in boxed_spans(text):
+        if span.start >= pos:  # a box nested in one already dropped is skipped
+            kept.append(text[pos:span.start])
+            pos = span.end
+    return "".join(kept) + text[pos:]
 
 
 def _split_unmatched(tokens: list[str]) -> list[list[str]]:
@@ -478,7 +474,7 @@ def rejection_sample(samplers: Sampler | Sequence[Sampler], problems: Sequence[d
             for j, text in enumerate(row):
                 predicted = extract_answer(text)
                 correct = predicted is not None and math_equal(predicted, f["answer"])
-                if require_final_answer and not _BOXED_OPEN.search(text):
+                if require_final_answer and not boxed_spans(text):
                     correct = False
                 samples.append({**f, "response": text, "sampler": name, "sample_index": j,
                                 "predicted": predicted, "correct": bool(correct)})

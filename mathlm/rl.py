@@ -44,7 +44,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from .grading import extract_answer, math_equal
+from .grading import boxed_spans, extract_answer, math_equal
 from .losses import (AGGREGATIONS, KL_KINDS, aggregate_token_losses, gae, grpo_advantages, kl_penalty,
                      masked_mean, masked_sum, masked_var, masked_whiten, ppo_policy_loss, ppo_value_loss,
                      token_level_rewards, token_logprobs)
@@ -170,7 +170,7 @@ class RLConfig:
 # ---------------------------------------------------------------------------------------------
 # Rewards
 
-_FINAL_ANSWER = re.compile(r"\\boxed\s*\{|\banswer\s+is\b", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"\banswer\s+is\b", re.IGNORECASE)
 
 Verifier = Callable[[dict, str], bool]
 RewardModelFn = Callable[[list[str], list[str]], Sequence[float]]
@@ -179,7 +179,7 @@ RewardModelFn = Callable[[list[str], list[str]], Sequence[float]]
 def has_final_answer(text: str) -> bool:
     """Whether the response states a final answer: a `\\boxed{...}` or "the answer is" (what
     `extract_answer` looks for first; its last-number fallback does not count as stating one)."""
-    return bool(_FINAL_ANSWER.search(text or ""))
+    return bool(boxed_spans(text or "")) or bool(_ANSWER_IS.search(text or ""))
 
 
 def grade_response(problem: dict, text: str) -> bool:

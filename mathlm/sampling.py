@@ -410,6 +410,18 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)  # numpy integers too
 
 
+def default_stop_ids(tokenizer: Any) -> list[int]:
+    """The ids generation stops on when `eos_id` is not given: the tokenizer's `stop_ids` (a mathlm
+    Tokenizer: its `eos_ids`, plus the end-of-turn token in chat style), else `eos_ids`, else `eos_id`."""
+    if tokenizer is None:
+        return []
+    for name in ("stop_ids", "eos_ids"):
+        ids = getattr(tokenizer, name, None)
+        if ids:
+            return list(ids)
+    return [] if getattr(tokenizer, "eos_id", None) is None else [tokenizer.eos_id]
+
+
 def _token_ids(prompts: Sequence[Any], tokenizer: Any, vocab_size: int, max_seq_len: int) -> list[list[int]]:
     if isinstance(prompts, (str, torch.Tensor)) or not isinstance(prompts, Sequence):
         raise ValueError(f"prompts must be a list of token-id lists or strings, got {type(prompts).__name__}")
@@ -453,8 +465,9 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int] | str], max_new
     temperature: 0 = greedy (top_k/top_p are then ignored). top_k, top_p: filters, top-k first.
     stop: strings that end a sequence once its decoded text contains one (needs `tokenizer`); the
         tokens up to and including the one completing the stop string are kept (finish_reason "stop").
-    eos_id: token id(s) that end a sequence (kept as its last token); default the tokenizer's EOS,
-        none without a tokenizer (pass `model.config.eos_id` explicitly).
+    eos_id: token id(s) that end a sequence (kept as its last token); default `default_stop_ids(tokenizer)`
+        (every EOS of a mathlm Tokenizer, and its chat end-of-turn token in chat style), none without a
+        tokenizer (pass `model.config.eos_id` explicitly).
     seed: fixes the samples (counter-based: independent of batch composition); None draws one from
         torch's global generator.
     return_logprobs: fill `Completion.logprobs` (convention in the module docstring).
@@ -484,7 +497,7 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int] | str], max_new
     if stops and tokenizer is None:
         raise ValueError("stop strings need tokenizer= to decode the text they are searched in")
     if eos_id is None:
-        eos_id = [tokenizer.eos_id] if tokenizer is not None else []
+        eos_id = default_stop_ids(tokenizer)
     eos_ids = list(eos_id) if isinstance(eos_id, (list, tuple, set, frozenset)) else [eos_id]
     for e in eos_ids:
         if not _is_int(e) or not 0 <= e < V:

@@ -1,8 +1,13 @@
 """Building blocks the recipes share, so that no recipe is a copy of another.
 
 - `RunConfig` + `prepare_run(cfg)`: the arguments every recipe takes (`--checkpoint` folder or preset,
-  `--data` JSONL, `--out`, tokenizer, batch shape) and what they resolve to (distributed setup,
-  records, tokenizer, model).
+  `--data` file, `--out`, tokenizer, prompt format, batch shape) and what they resolve to (distributed
+  setup, records, tokenizer, model).
+- `read_records(path)`: mathlm's own JSONL as it is (records with the fields a recipe needs and a
+  plain `answer`: labelled records, answer-only pools, pairs, corpora), any other dataset layout
+  (GSM8K, MATH, MATH-500, NuminaMath, chat messages; .jsonl/.json/.parquet) through
+  `mathlm.data.load_problems`.
+- `configure_prompt(tokenizer, style, system)`: --prompt_format / --system applied to a tokenizer.
 - `load_model(checkpoint, ...)`: a Hugging Face layout folder, or a preset name built fresh.
 - `lm_examples` / `lm_batches`: records or raw texts -> packed, resumable micro-batches.
 - `train_lm(...)`: pretraining or SFT with the one Trainer; optionally evaluates greedy accuracy on
@@ -26,11 +31,12 @@ import torch
 
 from . import distributed as D
 from .batching import BatchIterator, SFTExample, collate_packed, encode_sft_records, pack_examples
+from .chat_template import COT_INSTRUCTION
 from .checkpoint import load_hf_checkpoint
 from .config import PRESETS, ModelConfig
 from .model import Transformer
 from .rl import RLConfig, RLTrainer
-from .tokenizer import TOKENIZER_FILE, Tokenizer
+from .tokenizer import PROMPT_STYLES, Tokenizer, has_tokenizer
 from .train import Trainer, TrainConfig, causal_lm_loss
 
 
@@ -39,9 +45,11 @@ class RunConfig(TrainConfig):
     """The arguments every recipe takes, on top of the Trainer's."""
 
     checkpoint: str = "tiny"             # HF-layout folder (config.json + safetensors) or a preset name
-    data: str = ""                       # JSONL records; empty: generate a small dataset with mathlm.data
+    data: str = ""                       # data file (.jsonl/.json/.parquet) in any layout of read_records; empty: generated records
     out: str = "runs/recipe"             # output folder (metrics, checkpoints, the final model)
-    tokenizer: str = ""                  # sentencepiece model; empty: the checkpoint folder's, else trained on the data
+    tokenizer: str = ""                  # tokenizer file or folder; empty: the checkpoint folder's, else trained on the data
+    prompt_format: str = "auto"          # auto (the checkpoint's: chat when it has a chat template), chat or plain
+    system: str = "auto"                 # chat system turn: auto (the checkpoint's, else Qwen2.5-Math's CoT), none, or the text
     vocab_size: int = 1024               # vocabulary of a tokenizer trained here
     n_per_domain: int = 20               # generated records per domain when --data is empty
     batch_size: int = 16                 # rows per micro-batch, all ranks together
@@ -51,6 +59,8 @@ class RunConfig(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         self.out_dir = self.out  # the Trainer writes metrics and checkpoints under --out
+        if self.prompt_format not in ("auto", *PROMPT_STYLES):
+            raise ValueError(f"prompt_format ({self.prompt_format!r}) must be auto, chat or plain")
 
 
 @dataclass
@@ -62,20 +72,85 @@ class Run:
     model: Transformer
 
 
+def _own_layout(path: Path, required: Sequence[str]) -> bool:
+    """Whether `path` is JSONL in mathlm's own layout: its first record has the `required` fields
+    and no GSM8K-style `answer` (a worked solution ending in '#### <answer>')."""
+    if path.suffix != ".jsonl" or not path.is_file():
+        return False
+    with open(path, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:
+        return True  # read_jsonl names the file:line
+    if not isinstance(record, dict) or not all(k in record for k in required):
+        return False
+    return not (isinstance(record.get("answer"), str) and "####" in record["answer"])
+
+
+def read_records(path: str | Path, required: Sequence[str] = ("question", "answer"),
+                 missing_answer: str = "skip") -> list[dict]:
+    """The records of a data file, in mathlm's own layout or any layout `load_problems` reads
+    (problems get an `id` "<file stem>-<index>" where the source has none); every record must have
+    the `required` fields."""
+    from .data import load_problems, read_jsonl
+
+    path = Path(path)
+    if _own_layout(path, required):
+        return read_jsonl(path, required_fields=tuple(required))
+    problems = load_problems(path, missing_answer=missing_answer)
+    for i, p in enumerate(problems):
+        p.setdefault("id", f"{path.stem}-{i}")
+        missing = [k for k in required if k not in p]
+        if missing:
+            raise ValueError(f"{path}: problem {i} ({p['layout']} layout) has no field(s) {missing}; "
+                             f"fields: {sorted(p)}")
+    return problems
+
+
 def load_records(cfg: RunConfig, required: Sequence[str] = ("question", "answer")) -> list[dict]:
-    """--data as JSONL (validated, errors name file:line), or freshly generated records."""
-    from .data import generate_dataset, read_jsonl
+    """--data (`read_records`: errors name file:line), or freshly generated records."""
+    from .data import generate_dataset
 
     if cfg.data:
-        return read_jsonl(cfg.data, required_fields=tuple(required))
+        return read_records(cfg.data, required)
     return generate_dataset(n_per_domain=cfg.n_per_domain, seed=cfg.seed)
+
+
+RESPONSE_FIELDS = ("mixed", "cot", "pot", "solution")  # what SFT can train on
+
+
+def response_field(records: Sequence[dict], fmt: str = "auto") -> str:
+    """The field SFT trains on: `fmt`, or for "auto" `mixed` when every record has one (mathlm's
+    records) else `solution` (the dataset's own, from load_problems). Every record must hold a
+    non-empty string there."""
+    if fmt == "auto":
+        fmt = "mixed" if all(isinstance(r.get("mixed"), str) and r["mixed"] for r in records) else "solution"
+    bad = next((i for i, r in enumerate(records) if not (isinstance(r.get(fmt), str) and r[fmt].strip())), None)
+    if bad is not None:
+        r = records[bad]
+        raise ValueError(f"record {bad} ({r.get('id', 'no id')!r}) has no {fmt!r} text to train on (fields: "
+                         f"{sorted(r)}); pick --format among the fields the records have")
+    return fmt
+
+
+def configure_prompt(tokenizer: Tokenizer, style: str = "auto", system: str = "auto") -> Tokenizer:
+    """Apply --prompt_format / --system: style auto keeps the tokenizer's (its folder's
+    prompt_format.json, else chat when it has a chat template); system auto keeps its system turn in
+    chat style (Qwen2.5-Math's CoT instruction unless the folder saved another), "none" drops it."""
+    current = tokenizer.prompt_format
+    style = current.style if style == "auto" else style
+    if system == "auto":
+        system = current.system if current.style == "chat" else COT_INSTRUCTION
+    tokenizer.set_prompt_format(style, None if system in ("none", "") else system)
+    return tokenizer
 
 
 def load_tokenizer(cfg: RunConfig, records: Sequence[dict], text_keys: Sequence[str] = ("question", "mixed")) -> Tokenizer:
     if cfg.tokenizer:
         return Tokenizer.from_file(cfg.tokenizer)
-    if (Path(cfg.checkpoint) / TOKENIZER_FILE).is_file():
-        return Tokenizer.from_file(cfg.checkpoint)
+    if has_tokenizer(cfg.checkpoint):
+        return Tokenizer.from_pretrained(cfg.checkpoint)
     texts = [r[k] for r in records for k in text_keys if isinstance(r.get(k), str) and r[k]]
     return Tokenizer.train(texts, vocab_size=cfg.vocab_size)
 
@@ -85,8 +160,11 @@ def prepare_run(cfg: RunConfig, model_overrides: dict | None = None,
     """Distributed setup (a no-op without torchrun), records, tokenizer and model for a recipe."""
     info = D.init_distributed()
     records = load_records(cfg, required)
-    tokenizer = load_tokenizer(cfg, records, text_keys)
-    model = load_model(cfg.checkpoint, tokenizer, device=info.device, seed=cfg.seed, **(model_overrides or {}))
+    tokenizer = configure_prompt(load_tokenizer(cfg, records, text_keys), cfg.prompt_format, cfg.system)
+    # float32 master weights whatever the folder stores: bf16 weights would round away most AdamW updates
+    # at fine-tuning learning rates (the Trainer autocasts the forward to bf16 on GPUs).
+    model = load_model(cfg.checkpoint, tokenizer, dtype=torch.float32, device=info.device, seed=cfg.seed,
+                       **(model_overrides or {}))
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}")
     return Run(cfg, info, list(records), tokenizer, model)

@@ -177,7 +177,7 @@ def save_checkpoint(directory: str | os.PathLike, step: int, model: nn.Module, o
                 with open(tmp / CONFIG_NAME, "w") as f:
                     json.dump(model.config.to_hf_config(), f, indent=2)
                 if tokenizer is not None:
-                    tokenizer.save(tmp / "tokenizer.model")
+                    tokenizer.save_pretrained(tmp)
             D.barrier()
             D.save_sharded(model, optimizer, tmp / D.DCP_DIR)
         else:

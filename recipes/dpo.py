@@ -11,7 +11,8 @@
 --pairs is JSONL with `question`, `chosen`, `rejected` (optional `weight`). Without it the policy
 samples k solutions per problem of --data at --temperature, the grader labels them, and
 `mathlm.preference.build_preference_pairs` pairs correct with incorrect ones. The reference model is
-the starting policy; its log-probs are computed once before training. Writes <out>/final.
+the starting policy; its log-probs are computed once before training. --data takes any layout
+`mathlm.stages.read_records` reads; chat checkpoints are prompted through their template. Writes <out>/final.
 """
 from __future__ import annotations
 

@@ -3,10 +3,13 @@ problem, advantages normalised within each group, no value model, the KL to the 
 
     python recipes/grpo.py                                         # tiny, generated problems, CPU, ~2 min
     python recipes/grpo.py --checkpoint runs/rft/final --data data/answer_only_pool.jsonl --rl_steps 80 --out runs/grpo
+    python recipes/grpo.py --checkpoint runs/qwen/rft/final --data gsm8k/train.parquet --lr 1e-6 --rl.max_new_tokens 1024
     python recipes/grpo.py --checkpoint runs/rft/final --rl.kl_coef 0.02 --rl.group_size 8 --rl.tools
     torchrun --standalone --nproc_per_node=8 recipes/grpo.py --checkpoint path/to/rft-7b --data pool.jsonl \\
         --distributed fsdp --lr 1e-6 --rl.max_new_tokens 1024
 
+--data is an answer pool in any layout `mathlm.stages.read_records` reads (mathlm, GSM8K, MATH,
+MATH-500, ...); chat checkpoints are prompted through their template (--prompt_format, --system).
 The reward is the grader's (1 for a correct final answer, 0 otherwise; --rl.format_penalty for no
 final answer), plus --rl.reward_model_weight times a reward model's score (--reward_model FOLDER).
 Every RL setting is a --rl.<field> flag (see mathlm.rl.RLConfig and docs/rl.md). Under torchrun each

@@ -71,3 +71,32 @@ def test_win_rate_correctness_first_then_judge():
     assert (r["win"], r["tie"], r["loss"]) == (1 / 5, 3 / 5, 1 / 5)
     with pytest.raises(ValueError, match="A has 2 results but B has 1"):
         win_rate([True, False], [True])
+
+
+def test_summarize_samples_by_hand():
+    """3 problems x 4 samples. p1 (A, level 1) gold 2: answers 2, 2, 3, none -> c=2, majority 2 (right);
+    p2 (A, level 2) gold 5: 5, 6, 6, 6 -> c=1, majority 6 (wrong); p3 (B, no level) gold 7: four 7s -> c=4.
+    pass@1 = mean(c/4) = (1/2 + 1/4 + 1)/3 = 7/12. pass@2 = 1 - C(4-c, 2)/C(4, 2): p1 1 - 1/6 = 5/6,
+    p2 1 - 3/6 = 1/2, p3 1 -> (5/6 + 1/2 + 1)/3 = 7/9. pass@4 = 1 (each has a correct sample).
+    maj@4 = 2/3. Domain A: pass@1 (1/2 + 1/4)/2 = 3/8, maj@4 1/2; B: 1, 1. Level "1": 1/2; "2": 1/4."""
+    from mathlm.evaluation import summarize_samples
+
+    boxed = "The answer is \\boxed{{{}}}.".format
+    problems = [{"answer": "2", "domain": "A", "level": 1}, {"answer": "5", "domain": "A", "level": 2},
+                {"answer": "7", "domain": "B"}]
+    texts = [[boxed(2), boxed(2), boxed(3), "no idea"], [boxed(5), boxed(6), boxed(6), boxed(6)], [boxed(7)] * 4]
+    report = summarize_samples(problems, grade_completions(problems, texts))
+    assert report["problems"] == 3 and report["n"] == 4
+    assert report["pass@1"] == pytest.approx(7 / 12) and report["pass@2"] == pytest.approx(7 / 9)
+    assert report["pass@4"] == 1.0 and report["maj@4"] == pytest.approx(2 / 3)
+    assert report["by_domain"]["A"]["pass@1"] == pytest.approx(3 / 8) and report["by_domain"]["A"]["maj@4"] == 0.5
+    assert report["by_domain"]["B"]["pass@1"] == 1.0 and report["by_domain"]["B"]["problems"] == 1
+    assert report["by_level"]["1"]["pass@1"] == 0.5 and report["by_level"]["2"]["pass@1"] == 0.25
+    assert set(report["by_level"]) == {"1", "2"}
+    with pytest.raises(ValueError, match=r"every problem needs the same number of samples, got \[1, 4\]"):
+        summarize_samples(problems, grade_completions(problems, [texts[0], texts[1], texts[2][:1]]))
+
+
+def test_pass_ks():
+    from mathlm.evaluation import pass_ks
+    assert pass_ks(1) == [1] and pass_ks(4) == [1, 2, 4] and pass_ks(6) == [1, 2, 4, 6] and pass_ks(8) == [1, 2, 4, 8]

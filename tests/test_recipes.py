@@ -41,6 +41,10 @@ def test_sft_writes_a_loadable_model(sft_folder):
     model = load_hf_checkpoint(sft_folder)
     assert model.config.vocab_size <= 1024
     assert (sft_folder / "tokenizer.model").is_file()
+    transformers = pytest.importorskip("transformers")  # mathlm's own tokenizer loads there too (tokenizer.json)
+    from mathlm import Tokenizer
+    text = "Question: What is 12 + 30?\nAnswer:\n```python\nprint(12 + 30)\n```"
+    assert transformers.AutoTokenizer.from_pretrained(sft_folder).encode(text) == Tokenizer.from_pretrained(sft_folder).encode(text)
     with torch.no_grad():
         assert torch.isfinite(model(torch.tensor([[1, 5, 9]]))).all()
 
@@ -189,3 +193,129 @@ def test_recipes_have_docstrings_with_both_launch_commands():
         if path.name != "pipeline.py":
             assert "torchrun" in doc, path.name
         assert "def main(" in text, path.name
+
+
+# ---------------------------------------------------------------- real checkpoints and dataset layouts
+
+GSM8K = [("Natalia sold clips to {a} of her friends in April, and then she sold half as many clips in May. "
+          "How many clips did Natalia sell altogether?", "Natalia sold {a}/2 = <<{a}/2={h}>>{h} clips in May.\n"
+          "Natalia sold {a}+{h} = <<{a}+{h}={t}>>{t} clips altogether.\n#### {t}")]
+
+
+def gsm8k_rows(n):
+    rows = []
+    for i in range(n):
+        a = 2 * (i + 20)
+        q, s = GSM8K[0]
+        rows.append({"question": q.format(a=a), "answer": s.format(a=a, h=a // 2, t=a + a // 2)})
+    return rows
+
+
+def math_rows(n):
+    return [{"problem": f"What is ${i} + {i}$?", "solution": f"We add: ${i} + {i} = \\boxed{{{2 * i}}}$.",
+             "level": f"Level {1 + i % 3}", "type": ["Algebra", "Prealgebra"][i % 2]} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def qwen_folder(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from hf_tokenizers import write_tiny_qwen2_checkpoint
+    return write_tiny_qwen2_checkpoint(tmp_path_factory.mktemp("qwen"))
+
+
+def assert_complete_hf_folder(folder, tokenizer_from):
+    """config, safetensors, tokenizer files and generation_config: transformers loads each, and the
+    tokenizer and generation settings are the starting checkpoint's."""
+    import transformers
+    from mathlm import Tokenizer
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
+    gen = transformers.GenerationConfig.from_pretrained(folder)
+    start = Tokenizer.from_pretrained(tokenizer_from)
+    text = "<|im_start|>user\nWhat is 2+2?<|im_end|>"
+    assert hf_tok.encode(text) == start.encode(text) and len(hf_tok) == len(start)
+    assert gen.eos_token_id == list(start.eos_ids) and model.config.vocab_size >= len(hf_tok)
+
+
+def test_sft_on_gsm8k_layout_with_the_chat_template(qwen_folder, tmp_path):
+    """GSM8K records train on their own solution (calculator notes removed), prompted through the
+    checkpoint's chat template; <out>/final is a complete HF folder."""
+    write_jsonl(tmp_path / "train.jsonl", gsm8k_rows(6))
+    summary = recipe("sft").main(["--checkpoint", str(qwen_folder), "--data", str(tmp_path / "train.jsonl"),
+                                  "--max_steps", "2", "--batch_size", "2", "--seq_len", "256", "--lr", "1e-4",
+                                  "--log_every", "1", "--out", str(tmp_path / "sft")])
+    assert summary["format"] == "solution" and summary["prompt_format"] == "chat" and summary["examples"] == 6
+    assert_complete_hf_folder(tmp_path / "sft" / "final", qwen_folder)
+
+
+def test_sft_format_and_prompt_errors(qwen_folder, tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", gsm8k_rows(2))
+    with pytest.raises(ValueError, match=r"train.jsonl: problem 0 \(gsm8k layout\) has no field\(s\) \['mixed'\]"):
+        recipe("sft").main(["--checkpoint", str(qwen_folder), "--data", str(tmp_path / "train.jsonl"),
+                            "--format", "mixed", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit):
+        recipe("sft").main(["--prompt_format", "chatml"])
+
+
+def test_eval_on_math_layout_writes_consistent_reports(qwen_folder, tmp_path):
+    """eval.json's figures recomputed from samples.jsonl: pass@1 = mean verdict over all samples,
+    pass@n / maj@n from each problem's samples, by_level / by_domain from MATH's fields."""
+    from mathlm.grading import extract_answer, math_equal
+    from mathlm.evaluation import majority_answer
+
+    write_jsonl(tmp_path / "math.jsonl", math_rows(5))
+    report = recipe("eval").main(["--checkpoint", str(qwen_folder), "--data", str(tmp_path / "math.jsonl"), "--n", "3",
+                                  "--temperature", "1.0", "--max_new_tokens", "12", "--batch_size", "2",
+                                  "--out", str(tmp_path / "eval")])
+    saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert saved["problems"] == 5 and saved["n"] == 3 and len(rows) == 15
+    assert saved["settings"]["prompt_format"] == "chat" and saved["settings"]["system"].startswith("Please reason")
+    for r in rows:
+        assert r["extracted"] == extract_answer(r["completion"])
+        assert r["correct"] == bool(math_equal(r["extracted"], r["answer"]))
+    assert saved["pass@1"] == pytest.approx(sum(r["correct"] for r in rows) / 15)
+    per = [[r for r in rows if r["problem"] == i] for i in range(5)]
+    assert saved["pass@3"] == pytest.approx(sum(any(r["correct"] for r in p) for p in per) / 5)
+    assert saved["maj@3"] == pytest.approx(sum(bool(math_equal(majority_answer([r["extracted"] for r in p]),
+                                                               p[0]["answer"])) for p in per) / 5)
+    assert set(saved["by_level"]) == {"Level 1", "Level 2", "Level 3"}
+    assert set(saved["by_domain"]) == {"Algebra", "Prealgebra"} and saved["by_domain"]["Algebra"]["problems"] == 3
+    assert report["pass@1"] == saved["pass@1"]
+
+
+def test_eval_greedy_equals_transformers_generate(qwen_folder, tmp_path):
+    """The eval recipe's greedy completions are HF generate's from the chat prompt (float32)."""
+    import transformers
+
+    write_jsonl(tmp_path / "gsm8k.jsonl", gsm8k_rows(2))
+    recipe("eval").main(["--checkpoint", str(qwen_folder), "--data", str(tmp_path / "gsm8k.jsonl"),
+                         "--max_new_tokens", "10", "--out", str(tmp_path / "eval")])
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
+    hf_tok = transformers.AutoTokenizer.from_pretrained(qwen_folder)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(qwen_folder, attn_implementation="eager").eval()
+    system = "Please reason step by step, and put your final answer within \\boxed{}."
+    for row, problem in zip(rows, gsm8k_rows(2)):
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": problem["question"]}]
+        ids = torch.tensor([hf_tok.apply_chat_template(msgs, add_generation_prompt=True, return_dict=False)])
+        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False)
+        assert row["completion"] == hf_tok.decode(out[0, ids.shape[1]:])
+
+
+def test_rft_and_grpo_on_gsm8k_pools(qwen_folder, tmp_path):
+    """Answer pools in GSM8K layout (the gold answer from '#### N') drive RFT's rejection sampling and
+    GRPO's reward; both final folders are complete HF folders."""
+    write_jsonl(tmp_path / "pool.jsonl", gsm8k_rows(4))
+    rft = recipe("rft").main(["--checkpoint", str(qwen_folder), "--data", str(tmp_path / "pool.jsonl"),
+                              "--gold", str(tmp_path / "pool.jsonl"), "--k", "2", "--max_new_tokens", "8",
+                              "--max_steps", "1", "--batch_size", "2", "--seq_len", "256", "--no-tools",
+                              "--out", str(tmp_path / "rft")])
+    assert rft["records"] >= 4  # the four gold solutions at least
+    assert_complete_hf_folder(tmp_path / "rft" / "final", qwen_folder)
+    grpo = recipe("grpo").main(["--checkpoint", str(tmp_path / "rft" / "final"), "--data", str(tmp_path / "pool.jsonl"),
+                                "--rl_steps", "1", "--rl.prompts_per_step", "2", "--rl.group_size", "2",
+                                "--rl.max_new_tokens", "8", "--rl.minibatch_size", "4", "--no-rl.tools",
+                                "--out", str(tmp_path / "grpo")])
+    assert grpo["rl_steps"] == 1 and 0.0 <= grpo["reward_last"] <= 1.0
+    assert_complete_hf_folder(tmp_path / "grpo" / "final", qwen_folder)

@@ -157,7 +157,7 @@ A_P0 = ["2 + 3 = 5." + BOX.format(5),                       # A0 correct, equati
         "Adding gives 2+3 = 5." + BOX.format(5),           # A1 correct, same signature as A0
         "2 + 3 = 6." + BOX.format(6)]                      # A2 wrong
 A_P1 = ["4 * 6 = 20." + BOX.format(20), "4 * 6 = 46." + BOX.format(46),
-        "4 * 6 = 24"]                                      # right number, no final answer line
+        "4 * 6 = 24. The answer is 24."]                   # right answer, stated without \boxed
 A_P2 = ["```python\na = 10\nb = 7\nprint(a - b)\n```\n```output\n3\n```" + BOX.format(3),   # A0 pot
         "```python\nx = 10  # start\ny = 7\nprint(x - y)\n```\n```output\n3\n```" + BOX.format(3),  # A1 = A0 renamed
         "10 - 7 = 3." + BOX.format(3)]                     # A2 cot
@@ -179,7 +179,7 @@ def samplers():
 def test_selection_keeps_correct_distinct_paths_interleaving_samplers():
     """By hand. Visit order per problem: A0, B0, A1, B1, A2, B2.
     p0: A0 keep, B0 keep (pot), A1 dup of A0, B1 keep (mixed), A2 and B2 wrong -> 3 kept, 1 dup.
-    p1: nothing correct (A2 has no final answer line).
+    p1: nothing correct (A2 states its answer without \\boxed).
     p2: A0 keep (pot), B0 keep, A1 dup (renamed A0), B1 keep (10-7=3), A2 dup of B1, B2 wrong -> 3 kept, 2 dups."""
     a, b = samplers()
     result = rejection_sample([a, b], PROBLEMS, k=3, temperature=0.7, max_paths_per_problem=None, seed=5,

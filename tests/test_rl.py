@@ -218,11 +218,11 @@ def test_compute_rewards_hand_cases():
 
         "The answer is \\boxed{12}." vs 12   -> correct, stated:     1
         "The answer is \\boxed{13}." vs 12   -> wrong, stated:       0
-        "it is 12"               vs 12       -> correct (last number), not stated: 1 - 0.5 = 0.5
+        "12"                     vs 12       -> correct (a bare answer), not stated: 1 - 0.5 = 0.5
         "no idea"                vs 12       -> wrong, not stated:   -0.5
     then + 0.25 * RM score (2, -2, 0, 4) -> 1.5, -0.5, 0.5, 0.5."""
     problems = [{"question": f"q{i}", "answer": "12"} for i in range(4)]
-    texts = ["The answer is \\boxed{12}.", "The answer is \\boxed{13}.", "it is 12", "no idea"]
+    texts = ["The answer is \\boxed{12}.", "The answer is \\boxed{13}.", "12", "no idea"]
     cfg = RLConfig(format_penalty=0.5)
     scores, extras = compute_rewards(problems, texts, cfg)
     assert scores.tolist() == [1.0, 0.0, 0.5, -0.5]

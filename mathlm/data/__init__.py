@@ -1,4 +1,5 @@
-"""Math data: generators with CoT, PoT and mixed solutions, self-instruct, filtering, splits.
+"""Math data: generators with CoT, PoT and mixed solutions, self-instruct, filtering, splits,
+and a loader for public datasets (GSM8K, MATH, MATH-500, NuminaMath, chat messages).
 
     from mathlm.data import generate_dataset, split_dataset, save_dataset
     records = generate_dataset(n_per_domain=200, seed=0)          # verified in the sandbox
@@ -16,6 +17,7 @@ from .jsonl import JsonlError, read_jsonl, read_records, write_jsonl
 from .minhash import MinHashLSH
 from .mutate import MUTATIONS, mutate, mutate_records
 from .prefix_index import NearDuplicateIndex
+from .problems import LAYOUTS, detect_layout, load_problems
 from .records import FIELD_TYPES, OPTIONAL_FIELDS, RECORD_FIELDS, make_record, record_id, validate_record
 from .self_instruct import self_instruct
 from .similarity import jaccard, lcs_length, normalize_question, rouge_l, tokenize, word_ngrams
@@ -28,6 +30,7 @@ __all__ = [
     "canonical_answer", "code_block", "final_answer_line", "output_block", "parse_blocks", "python_block",
     "DOMAINS", "generate_dataset", "generate_problem", "problem_signature", "JsonlError", "read_jsonl",
     "read_records", "write_jsonl", "MinHashLSH", "MUTATIONS", "mutate", "mutate_records", "NearDuplicateIndex",
+    "LAYOUTS", "detect_layout", "load_problems",
     "FIELD_TYPES", "OPTIONAL_FIELDS", "RECORD_FIELDS", "make_record", "record_id", "validate_record",
     "self_instruct", "jaccard", "lcs_length", "normalize_question", "rouge_l", "tokenize", "word_ngrams",
     "split_dataset", "train_test_split", "verify_records",
