@@ -33,18 +33,18 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import math
 import os
 import reprlib
 import threading
 from typing import Sequence
 
 from mathlm.sandbox.audit_policy import ALLOWED_MODULES, OPTIONAL_MODULES
-from mathlm.sandbox.pool import Job, WorkerPool
+from mathlm.sandbox.pool import STATUSES, Job, WorkerPool
 
 __all__ = ["ExecResult", "run_python", "run_many", "Session", "run_sessions", "close_pool",
            "sandbox_layers", "STATUSES", "MAX_CODE_CHARS", "ALLOWED_MODULES", "OPTIONAL_MODULES"]
 
-STATUSES = ("ok", "error", "timeout", "memory", "forbidden", "output_limit")
 MAX_CODE_CHARS = 100_000  # a longer program is answered with an error result, not run
 MAX_TIMEOUT = 3600.0
 
@@ -257,10 +257,12 @@ class Session:
             result = dataclasses.replace(result, error=f"{self._budget_error} ran out")
         self._cut_by_budget = False
         self.last_result = result
-        self.used_seconds += result.elapsed
+        # held to [0, timeout + grace] by the worker's and the host's clocks; never the program's
+        spent = min(max(result.elapsed, 0.0), self.total_timeout) if math.isfinite(result.elapsed) else self.timeout
+        self.used_seconds += spent
         if result.status in ("ok", "error"):
             self.blocks.append(code)
-            self.replay_seconds += result.elapsed
+            self.replay_seconds += spent
         return result.output_text
 
     def close(self) -> None:
