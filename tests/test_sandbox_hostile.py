@@ -134,8 +134,9 @@ HOSTILE = {
     "sys_modules_replaced": (SYS + "import math\nsys.modules['math'] = sys.modules['fractions']", F),
     "sys_modules_deleted": (SYS + "del sys.modules['random']", F),
     "builtins_replaced": ("import fractions\nfractions.__builtins__['abs'] = lambda x: 42", F),
+    # error when threading is not loaded in the worker (KeyError: 'threading'): contained all the same
     "thread_acts_after_return": (SYS + "sys.modules['threading'].Thread(target=lambda: open('$canary', 'w'), "
-                                       "daemon=True).start()", F),
+                                       "daemon=True).start()", (F, E)),
     "thread_low_level": (SYS + "sys.modules['_thread'].start_new_thread(print, ('x',))", F),
     "breakpoint": ("breakpoint()", F),
 }

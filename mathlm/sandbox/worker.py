@@ -10,15 +10,20 @@ its own, inside a private base directory. Its life:
    this machine (a probe child tries each), snapshots the shared state that programs could
    poison (the allowed modules in sys.modules, builtins), and freezes its heap
    (``gc.freeze``: forked children then share its pages instead of copying them);
-2. for every job it makes a private directory and a pipe and forks. The child enters the
-   sandbox - stdio to /dev/null and every other descriptor closed, the private directory as
-   working directory, rlimits, Landlock, seccomp, the import guard and the audit hook - runs
-   the program and reports on the pipe; the worker watches the wall clock, kills the child
-   when it overruns, reaps it, removes the directory and answers the host.
+2. it starts two zygotes (zygote.py) before any job reaches it: one in new namespaces, for
+   every program, and a plain one for the tests that switch the namespaces off. A zygote
+   never holds a program's data, so every child starts from the same clean memory;
+3. for every job it makes a job pipe and a result pipe and has a zygote fork a child with
+   their ends. The child reads its job, enters the sandbox - stdio to /dev/null and every
+   other descriptor closed, a private directory as working directory, rlimits, Landlock,
+   seccomp, the import guard and the audit hook - runs the program and reports on the
+   pipe; the worker watches its own clock, kills the child (by pidfd) when it overruns,
+   and judges the result from the wait status the zygote sends once it reaped the child.
 
-The worker never runs untrusted code, and every program starts from the worker's memory as
-it was before the fork: whatever a program does to modules, builtins, threads or signal
-handlers dies with its process. Standard library only (numpy and sympy are optional).
+The worker never runs untrusted code and trusts nothing a child wrote: a result frame only
+adds text to the status the exit code says, and the run time is the worker's own clock.
+Whatever a program does to modules, builtins, threads or signal handlers dies with its
+process. Standard library only (numpy and sympy are optional).
 """
 from __future__ import annotations
 
@@ -32,7 +37,6 @@ import select
 import shutil
 import signal
 import sys
-import tempfile
 import time
 import traceback
 
@@ -394,7 +398,7 @@ class Worker:
                 if frame == protocol.REPLAY_DONE and state["replaying"]:
                     state["replaying"], state["timed_from"] = False, time.monotonic()
                     deadline[0] = state["timed_from"] + timeout + grace
-                elif state["result"] is None:
+                elif state["result"] is None and not state["replaying"]:  # a replayed block's frame is void
                     state["result"] = frame
 
         killed_for_time, kill_sent, eof, wait_status = False, None, False, None
@@ -433,9 +437,10 @@ class Worker:
                 reported = protocol.decode_result(frame)
             except (ValueError, UnicodeDecodeError):
                 reported = None
-        status, error, stdout, elapsed = reported or ("", "", "", wall)
-        if not (math.isfinite(elapsed) and 0.0 <= elapsed <= wall):  # the program wrote it: a lie
-            elapsed = wall
+        # The run time the program reports is ignored: a forged frame could say 0 s, nan or -1e9.
+        # This process's clock, from the fork (or the end of the replay) to the reaping, decides.
+        status, error, stdout, _ = reported or ("", "", "", wall)
+        elapsed = wall
 
         def answer(status: str, error: str, stdout: str = "", elapsed: float = wall) -> dict:
             # the frame came from the program's process: hold it to the limits again
@@ -460,7 +465,8 @@ class Worker:
         code = os.WEXITSTATUS(wait_status)
         if code in EXIT_STATUS:  # the exit code decides; the frame only adds the text
             expected = EXIT_STATUS[code]
-            defaults = {"timeout": timeout_error(timeout), "memory": memory_error(job["memory_mb"]),
+            defaults = {"timeout": replay_timeout_error(job["replay_timeout"]) if replaying else timeout_error(timeout),
+                        "memory": memory_error(job["memory_mb"]),
                         "output_limit": output_error(job["max_output"]),
                         "forbidden": "PermissionError: the sandbox forbids what the program did"}
             if reported is None or status != expected:

@@ -32,6 +32,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 from typing import Callable
 
 import kernel_guards
@@ -125,11 +126,18 @@ class Zygote:
             raise ZygoteLost(f"the zygote answered {message[:40]!r}, expected a wait status")
         return int(message[1:])
 
-    def close(self) -> None:
+    def close(self, grace: float = 2.0) -> None:
+        """End of input: the zygote (and its pid namespace's parent) exit and reap what they
+        forked; killed after ``grace`` seconds if not."""
         self.sock.close()
+        deadline = time.monotonic() + grace
         try:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
+            while not os.waitpid(self.pid, os.WNOHANG)[0]:
+                if time.monotonic() > deadline:
+                    os.kill(self.pid, signal.SIGKILL)
+                    os.waitpid(self.pid, 0)
+                    return
+                time.sleep(0.002)
         except (ProcessLookupError, ChildProcessError):
             pass
 
@@ -191,6 +199,7 @@ def _zygote_main(sock: socket.socket, start_child: Callable, keep: set[int], nam
     except OSError:
         capabilities = False
     workdirs = "/tmp" if "private_root" in entered else base_dir
+    scheduling = _scheduling_state()
     gc.collect()
     gc.freeze()
     sock.send(READY + json.dumps({"namespaces": [n for n in NAMESPACES if n in entered],
@@ -203,11 +212,25 @@ def _zygote_main(sock: socket.socket, start_child: Callable, keep: set[int], nam
             return
         if message != SPAWN or len(fds) != 2:
             return  # the worker closed the socket (or broke the protocol)
-        _spawn_one(sock, fds, start_child, workdirs, statm, os.getpid() == 1, "ipc" in entered)
+        status = _spawn_one(sock, fds, start_child, workdirs, statm, os.getpid() == 1, "ipc" in entered)
+        if _scheduling_state() != scheduling:
+            # A program changed how this process is scheduled (possible only with seccomp off:
+            # same uid, lower priority), which its later children would inherit: a channel
+            # between programs. This process ends before answering; the worker follows and the
+            # host replaces it (and reruns the job once, then reports it as an error).
+            return
+        sock.send(STATUS + str(status).encode())
+
+
+def _scheduling_state() -> tuple:
+    """nice, CPU affinity, policy and I/O priority of this process."""
+    return (os.getpriority(os.PRIO_PROCESS, 0), os.sched_getaffinity(0), os.sched_getscheduler(0),
+            kernel_guards._syscall(252, 1, 0))  # ioprio_get(IOPRIO_WHO_PROCESS, self)
 
 
 def _spawn_one(sock: socket.socket, fds: list[int], start_child: Callable, workdirs: str,
-               statm: int, init_of_namespace: bool, own_ipc: bool) -> None:
+               statm: int, init_of_namespace: bool, own_ipc: bool) -> int:
+    """Fork one child, hand the worker its pidfd, reap it, clean up; its wait status."""
     job_fd, result_fd = fds
     workdir = tempfile.mkdtemp(dir=workdirs, prefix="run-")
     address_space = int(os.pread(statm, 100, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")
@@ -243,4 +266,4 @@ def _spawn_one(sock: socket.socket, fds: list[int], start_child: Callable, workd
     if own_ipc:  # what a program created there (if seccomp was off) dies with its call
         kernel_guards.clear_sysv_ipc()
     shutil.rmtree(workdir, ignore_errors=True)
-    sock.send(STATUS + str(status).encode())
+    return status
