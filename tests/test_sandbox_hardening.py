@@ -14,11 +14,15 @@ because a program can switch them off itself (test_python_layers_are_advisory).
 import ctypes
 import glob
 import hashlib
+import json
 import os
 import secrets
 import string
+import subprocess
+import sys
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -509,3 +513,50 @@ for action in (lambda: open('$canary').read(), lambda: open('$folder/new', 'w'),
     assert "the canary sings" not in result.stdout
     assert "canary.txt" not in result.stdout
     assert sorted(os.listdir(tmp_path)) == ["canary.txt"] and canary.read_text() == "the canary sings\n"
+
+
+# ---------------------------------------------------------------------------- machines without namespaces
+
+def test_a_worker_without_namespaces_falls_back_to_the_other_layers(tmp_path):
+    """A kernel that refuses unshare (an unprivileged container): the worker starts, reports
+    no namespaces, and its programs still run and are still contained (Landlock, seccomp)."""
+    canary = tmp_path / "canary.txt"
+    canary.write_text("the canary sings\n")
+    folder = os.path.dirname(sandbox.__file__)
+    script = f"""
+import json, os, sys
+sys.path.insert(0, {folder!r})
+import kernel_guards, worker
+def refuse(flags):
+    raise OSError(1, "unshare: Operation not permitted")
+kernel_guards.unshare = refuse
+os.chdir({str(tmp_path)!r})
+w = worker.Worker({{"sys_path": sys.path[1:], "scientific": False}})
+print(json.dumps(w.layers))
+for code in ["print(6 * 7)", "import random\\nprint(random._os.listdir({str(tmp_path)!r}))"]:
+    job = {{"code": code, "timeout": 2.0, "memory_mb": 256, "max_output": 100, "replay_timeout": 0.0}}
+    print(json.dumps(w.run(job)))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()
+    layers_seen = json.loads(lines[0])
+    assert layers_seen["namespaces"] == [] and layers_seen["private_root"] is False
+    assert layers_seen["capabilities_dropped"] is True
+    answers = [json.loads(line) for line in lines[1:]]
+    assert (answers[0]["status"], answers[0]["stdout"]) == ("ok", "42\n")
+    assert answers[1]["status"] == "forbidden" and "canary" not in answers[1]["stdout"]
+    assert canary.read_text() == "the canary sings\n"
+
+
+def test_missing_layers_are_reported_once_per_process(monkeypatch):
+    from mathlm.sandbox import pool
+
+    monkeypatch.setattr(pool, "_reported_missing", set())
+    without = {"landlock": True, "seccomp": True, "capabilities_dropped": True, "private_root": False,
+               "namespaces": ["ipc"]}
+    with pytest.warns(RuntimeWarning, match=r"does not allow private_root, net namespace, pid namespace, "
+                                            r"mount namespace; programs run with the other layers only"):
+        pool.report_missing_layers(without)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pool.report_missing_layers(without)  # said already: silent

@@ -325,25 +325,58 @@ def _assemble(program: list[tuple]) -> bytes:
     return b"".join(out)
 
 
+def _argument_checks(nr: int) -> list:
+    """The BPF code for the calls that are allowed with some arguments only (labels are
+    made unique with the call number)."""
+    kill = [f"kill{nr}:", (_RET_K, SECCOMP_RET_KILL_PROCESS)]
+    if nr in (_X86_64_OPEN, _X86_64_OPENAT):  # the flags argument: no write, create, truncate
+        flags = _OFFSET_ARG + 8 * (1 if nr == _X86_64_OPEN else 2)
+        return [(_LD_W_ABS, flags), (_JSET_K, _WRITE_FLAGS, f"kill{nr}"), (_RET_K, SECCOMP_RET_ALLOW)] + kill
+    # prlimit64(pid, resource, new_limit, old_limit): new_limit must be NULL
+    return [(_LD_W_ABS, _OFFSET_ARG + 8 * 2), (_JEQ_K, 0, None, f"kill{nr}"),
+            (_LD_W_ABS, _OFFSET_ARG + 8 * 2 + 4), (_JEQ_K, 0, None, f"kill{nr}"),
+            (_RET_K, SECCOMP_RET_ALLOW)] + kill
+
+
+def _intervals(denied: set[int], checked: tuple[int, ...]) -> list[tuple[int, str]]:
+    """The call-number line cut into runs: (first number of the run, "allow" | "kill" |
+    "check"), starting at 0; each "check" run is one argument-checked call."""
+    runs: list[tuple[int, str]] = [(0, "allow")]
+    for nr in range(max(denied | set(checked)) + 2):
+        action = "check" if nr in checked else "kill" if nr in denied else "allow"
+        if action == "check" or action != runs[-1][1]:
+            runs.append((nr, action))
+    return runs[1:] if runs[1][0] == 0 else runs
+
+
+def _decision_tree(runs: list[tuple[int, str]]) -> list:
+    """A binary search over the runs (the accumulator holds the call number): ~7 comparisons
+    a call, and a short program, instead of one comparison per denied number. It matters at
+    install, when the kernel compiles the filter and runs it for every call number to build
+    its cache of calls allowed outright."""
+    if len(runs) == 1:
+        first, action = runs[0]
+        if action == "check":
+            return _argument_checks(first)
+        return [(_RET_K, SECCOMP_RET_ALLOW if action == "allow" else SECCOMP_RET_KILL_PROCESS)]
+    middle = len(runs) // 2
+    label = f"from{runs[middle][0]}"
+    return [(_JGE_K, runs[middle][0], label)] + _decision_tree(runs[:middle]) + [label + ":"] + _decision_tree(runs[middle:])
+
+
+_ARGUMENT_CHECKED = (_X86_64_OPEN, _X86_64_OPENAT, _X86_64_PRLIMIT64)
+
+
 def seccomp_filter_x86_64() -> bytes:
     """The BPF program described in the module docstring, as raw ``sock_filter`` records:
     kill on a foreign ABI (int 0x80, x32) or a denied call; open/openat only without write
     flags; prlimit64 only to read limits; everything else allowed."""
     program: list = [
-        (_LD_W_ABS, _OFFSET_ARCH), (_JEQ_K, AUDIT_ARCH_X86_64, None, "kill"),
-        (_LD_W_ABS, _OFFSET_NR), (_JGE_K, _X32_SYSCALL_BIT, "kill"),
+        (_LD_W_ABS, _OFFSET_ARCH), (_JEQ_K, AUDIT_ARCH_X86_64, "native"), (_RET_K, SECCOMP_RET_KILL_PROCESS),
+        "native:", (_LD_W_ABS, _OFFSET_NR), (_JGE_K, _X32_SYSCALL_BIT, None, "tree"),
+        (_RET_K, SECCOMP_RET_KILL_PROCESS), "tree:",
     ]
-    program += [(_JEQ_K, nr, "kill") for nr in sorted(set(_X86_64_DENIED.values()))]
-    program += [
-        (_JEQ_K, _X86_64_OPEN, "open"), (_JEQ_K, _X86_64_OPENAT, "openat"),
-        (_JEQ_K, _X86_64_PRLIMIT64, "prlimit"), (_RET_K, SECCOMP_RET_ALLOW),
-        "open:", (_LD_W_ABS, _OFFSET_ARG + 8 * 1), (_JSET_K, _WRITE_FLAGS, "kill"), (_RET_K, SECCOMP_RET_ALLOW),
-        "openat:", (_LD_W_ABS, _OFFSET_ARG + 8 * 2), (_JSET_K, _WRITE_FLAGS, "kill"), (_RET_K, SECCOMP_RET_ALLOW),
-        # prlimit64(pid, resource, new_limit, old_limit): new_limit must be NULL
-        "prlimit:", (_LD_W_ABS, _OFFSET_ARG + 8 * 2), (_JEQ_K, 0, None, "kill"),
-        (_LD_W_ABS, _OFFSET_ARG + 8 * 2 + 4), (_JEQ_K, 0, None, "kill"), (_RET_K, SECCOMP_RET_ALLOW),
-        "kill:", (_RET_K, SECCOMP_RET_KILL_PROCESS),
-    ]
+    program += _decision_tree(_intervals(set(_X86_64_DENIED.values()), _ARGUMENT_CHECKED))
     return _assemble(program)
 
 

@@ -13,6 +13,7 @@ Standard library only: imported by the worker process as a top-level module as w
 from __future__ import annotations
 
 import json
+import marshal
 import os
 
 HEADER = 4
@@ -76,6 +77,20 @@ def receive_json(fd: int) -> dict | None:
         return None
     payload = read_exactly(fd, int.from_bytes(header, "big"))
     return None if payload is None else json.loads(payload)
+
+
+def send_job(fd: int, job: dict) -> None:
+    """Worker to child: the job, in marshal form (both ends trusted; it loads ~3x faster than
+    JSON in a freshly forked child, where every page it touches is copied)."""
+    write_all(fd, encode_frame(marshal.dumps(job)))
+
+
+def receive_job(fd: int) -> dict | None:
+    header = read_exactly(fd, HEADER)
+    if header is None:
+        return None
+    payload = read_exactly(fd, int.from_bytes(header, "big"))
+    return None if payload is None else marshal.loads(payload)
 
 
 # ---------------------------------------------------------------------------- program results

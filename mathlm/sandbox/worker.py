@@ -326,7 +326,7 @@ class Worker:
     def _start_child(self, job_fd: int, result_fd: int, workdir: str, address_space: int):
         """In the child, forked by a zygote: read the job, enter the sandbox. Never returns."""
         try:
-            job = protocol.receive_json(job_fd)
+            job = protocol.receive_job(job_fd)
             os.close(job_fd)
         except BaseException:
             os._exit(EXIT_SETUP)
@@ -369,13 +369,14 @@ class Worker:
         read_fd, result_fd = os.pipe()
         started = time.monotonic()
         try:
-            child = zygote_.spawn(job_r, result_fd)
+            child = zygote_.spawn(job_r, result_fd, filtered=self.seccomp is not None and
+                                  "seccomp" not in job.get("disable", ()))
         finally:
             os.close(job_r)
             os.close(result_fd)
         try:
             try:
-                protocol.send_json(job_w, job)  # the child reads it at once, before anything else
+                protocol.send_job(job_w, job)  # the child reads it at once, before anything else
             except BrokenPipeError:  # it died setting up: its wait status says so
                 pass
             os.close(job_w)

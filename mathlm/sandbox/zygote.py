@@ -38,6 +38,7 @@ from typing import Callable
 import kernel_guards
 
 SPAWN, CHILD, STATUS, READY = b"F", b"P", b"S", b"N"
+FILTERED = b"s"  # after SPAWN: the child will install the seccomp filter
 NAMESPACES = ("ipc", "net", "pid", "mount")
 
 
@@ -104,10 +105,12 @@ class Zygote:
             raise ZygoteLost("the zygote is gone")
         return message
 
-    def spawn(self, job_fd: int, result_fd: int) -> Child:
-        """Fork a child that reads its job from ``job_fd`` and reports on ``result_fd``."""
+    def spawn(self, job_fd: int, result_fd: int, filtered: bool) -> Child:
+        """Fork a child that reads its job from ``job_fd`` and reports on ``result_fd``;
+        ``filtered``: it will install the seccomp filter (so it can start no process, touch
+        no IPC object and change no scheduling: the zygote skips those clean-ups)."""
         try:
-            socket.send_fds(self.sock, [SPAWN], [job_fd, result_fd])
+            socket.send_fds(self.sock, [SPAWN + (FILTERED if filtered else b"")], [job_fd, result_fd])
         except OSError as exc:
             raise ZygoteLost(f"the zygote is gone: {exc}") from exc
         self._fds = []
@@ -210,10 +213,12 @@ def _zygote_main(sock: socket.socket, start_child: Callable, keep: set[int], nam
             message, fds, _, _ = socket.recv_fds(sock, 16, 2)
         except OSError:
             return
-        if message != SPAWN or len(fds) != 2:
+        if message not in (SPAWN, SPAWN + FILTERED) or len(fds) != 2:
             return  # the worker closed the socket (or broke the protocol)
-        status = _spawn_one(sock, fds, start_child, workdirs, statm, os.getpid() == 1, "ipc" in entered)
-        if _scheduling_state() != scheduling:
+        unfiltered = message == SPAWN  # a test switched seccomp off: clean up after it
+        status = _spawn_one(sock, fds, start_child, workdirs, statm, unfiltered and os.getpid() == 1,
+                            unfiltered and "ipc" in entered)
+        if unfiltered and _scheduling_state() != scheduling:
             # A program changed how this process is scheduled (possible only with seccomp off:
             # same uid, lower priority), which its later children would inherit: a channel
             # between programs. This process ends before answering; the worker follows and the
@@ -265,5 +270,8 @@ def _spawn_one(sock: socket.socket, fds: list[int], start_child: Callable, workd
             pass
     if own_ipc:  # what a program created there (if seccomp was off) dies with its call
         kernel_guards.clear_sysv_ipc()
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        os.rmdir(workdir)  # empty unless a test switched the layers off
+    except OSError:
+        shutil.rmtree(workdir, ignore_errors=True)
     return status
