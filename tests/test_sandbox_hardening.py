@@ -560,3 +560,51 @@ def test_missing_layers_are_reported_once_per_process(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pool.report_missing_layers(without)  # said already: silent
+
+
+# ---------------------------------------------------------------------------- the seccomp program itself
+
+def run_bpf(program: bytes, nr: int, arch: int, args: tuple = (0,) * 6) -> int:
+    """A classic-BPF interpreter for the opcodes the filter uses, over a seccomp_data record
+    (nr, arch, instruction pointer, six 64-bit arguments, little endian)."""
+    import struct
+
+    data = struct.pack("=iIQ6Q", nr, arch, 0, *args)
+    code = [struct.unpack("=HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
+    pc, acc = 0, 0
+    while True:
+        op, jt, jf, k = code[pc]
+        if op == 0x20:  # LD W ABS
+            acc = struct.unpack_from("=I", data, k)[0]
+            pc += 1
+        elif op in (0x15, 0x35, 0x45):  # JEQ, JGE, JSET with a constant
+            taken = acc == k if op == 0x15 else acc >= k if op == 0x35 else bool(acc & k)
+            pc += 1 + (jt if taken else jf)
+        elif op == 0x06:  # RET
+            return k
+        else:
+            raise AssertionError(f"unexpected BPF opcode {op:#x}")
+
+
+def test_the_seccomp_program_decides_every_call_number_as_its_table_says():
+    """The binary search over call-number runs against the plain rule, for every number up
+    to 600: kill exactly the denied ones; open/openat only without write flags; prlimit64
+    only with a NULL new limit; any other ABI (i386, x32) killed."""
+    from mathlm.sandbox import kernel_guards as kg
+
+    program = kg.seccomp_filter_x86_64()
+    denied = set(kg._X86_64_DENIED.values())
+    allow, kill = kg.SECCOMP_RET_ALLOW, kg.SECCOMP_RET_KILL_PROCESS
+    for nr in range(600):
+        expected = kill if nr in denied else allow
+        assert run_bpf(program, nr, kg.AUDIT_ARCH_X86_64) == expected, nr
+        assert run_bpf(program, nr, 0x40000003) == kill  # AUDIT_ARCH_I386
+        assert run_bpf(program, nr | 0x40000000, kg.AUDIT_ARCH_X86_64) == kill  # x32
+    for nr, flags_at in ((2, 1), (257, 2)):  # open(path, flags), openat(dirfd, path, flags)
+        for flags, expected in ((os.O_RDONLY, allow), (os.O_RDONLY | os.O_CLOEXEC, allow), (os.O_WRONLY, kill),
+                                (os.O_RDWR, kill), (os.O_CREAT, kill), (os.O_TRUNC, kill), (os.O_APPEND, kill)):
+            args = tuple(flags if i == flags_at else 0 for i in range(6))
+            assert run_bpf(program, nr, kg.AUDIT_ARCH_X86_64, args) == expected, (nr, flags)
+    assert run_bpf(program, 302, kg.AUDIT_ARCH_X86_64, (0, 7, 0, 1234, 0, 0)) == allow  # read a limit
+    assert run_bpf(program, 302, kg.AUDIT_ARCH_X86_64, (0, 7, 1234, 0, 0, 0)) == kill  # set one
+    assert run_bpf(program, 302, kg.AUDIT_ARCH_X86_64, (0, 7, 1 << 40, 0, 0, 0)) == kill  # high half only
