@@ -80,9 +80,21 @@ def make_programs(n: int, seed: int = 0) -> list[str]:
     return programs
 
 
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        for task in Path(f"/proc/{found[-1]}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(p) for p in task.read_text().split()]
+    return found
+
+
 def pool_cpu_seconds() -> float:
-    """CPU time so far of this process, the sandbox workers and the program children they
-    reaped: what the pool costs, whatever else runs on the machine."""
+    """CPU time so far of this process, the sandbox workers, their zygotes and the program
+    children those reaped: what the pool costs, whatever else runs on the machine. Each live
+    process counts its own time and that of the children it reaped (a zygote's children are
+    not the worker's), so nothing counts twice."""
     import mathlm.sandbox as sandbox
 
     own = os.times()
@@ -90,9 +102,10 @@ def pool_cpu_seconds() -> float:
     tick = os.sysconf("SC_CLK_TCK")
     for pool in sandbox._pools.values():
         for worker in pool._idle:
-            with open(f"/proc/{worker.proc.pid}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-            total += sum(int(v) for v in fields[11:15]) / tick  # utime stime cutime cstime
+            for pid in _descendants(worker.proc.pid):
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+                    total += sum(int(v) for v in fields[11:15]) / tick  # utime stime cutime cstime
     return total
 
 

@@ -86,8 +86,9 @@ class TextWatcher:
         self.floor = len(self.text)
 
     def output_text(self, result: str) -> str:
-        """The output block for `result`, fitted to the text so far."""
-        return output_block(result, after_newline=self.text.endswith("\n"))
+        """The output block for `result`, fitted to the text so far; lone surrogates (which no
+        tokenizer encodes) become "?", so any tool's output is safe to tokenize."""
+        return output_block(result.encode("utf-8", "replace").decode("utf-8"), after_newline=self.text.endswith("\n"))
 
 
 class ToolRunner:

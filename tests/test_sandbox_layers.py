@@ -5,6 +5,7 @@ stopping the attack by itself; positive controls show that, with every layer off
 test would notice the attack succeeding. Targets are this test's own: a canary in a
 temporary folder, a TCP listener on 127.0.0.1, a sacrificial ``sleep`` process.
 """
+import glob
 import json
 import math
 import os
@@ -22,8 +23,8 @@ from sandbox_targets import Listener
 
 OS = "import random\nos = random._os\n"
 IMP = "import fractions\nimp = fractions.__builtins__['__import__']\n"
-KERNEL = ("landlock", "seccomp")
-ALL = ("audit_hook", "landlock", "seccomp", "rlimits")
+KERNEL = ("landlock", "seccomp", "namespaces")
+ALL = ("audit_hook", "landlock", "seccomp", "rlimits", "namespaces")
 SECCOMP_ERROR = "PermissionError: the sandbox forbids a system call the program made (stopped by the kernel filter)"
 
 
@@ -60,12 +61,19 @@ def test_layers_available_here(layers):
 
 # ---------------------------------------------------------------------------- process
 
-def test_program_runs_in_a_child_of_a_worker_not_in_the_host():
-    result = run(OS + "print(os.getpid(), os.getppid(), os.getsid(0))", disable=("audit_hook",))
+def parent_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[1])
+
+
+def test_program_runs_in_a_child_of_a_zygote_of_a_worker_not_in_the_host():
+    """Without the pid namespace (whose pids the host cannot map) the program's pid is the
+    host's: its parent is a zygote, whose parent is a worker of this process's pool."""
+    result = run(OS + "print(os.getpid(), os.getppid(), os.getsid(0))", disable=("audit_hook", "namespaces"))
     pid, parent, session = map(int, result.stdout.split())
     workers = {w.proc.pid for w in sandbox._get_pool(False)._idle}
-    assert parent in workers and pid not in workers and pid != os.getpid()
-    assert session == parent != os.getsid(0)  # the worker's own session, not the host's
+    assert parent_of(parent) in workers and parent not in workers and pid != os.getpid()
+    assert session in workers and session != os.getsid(0)  # the worker's own session, not the host's
 
 
 def test_workers_are_single_threaded():
@@ -117,14 +125,26 @@ def test_environment_is_scrubbed(monkeypatch):
     assert same_home == "True"
 
 
-def test_private_working_directory_is_empty_and_removed_afterwards():
-    result = run(OS + "print(os.getcwd())\nprint(os.listdir('.'))", disable=("audit_hook", "landlock"))
+@pytest.mark.parametrize("disable", [(), ("namespaces",)])
+def test_private_working_directory_is_empty_and_removed_afterwards(layers, disable):
+    """In the private root the folder is /tmp/run-*; without the namespaces, beneath the
+    worker's base directory (on the scratch root). Either way it is gone afterwards."""
+    result = run(OS + "print(os.getcwd())\nprint(os.listdir('.'))", disable=("audit_hook", "landlock") + disable)
     cwd, listing = result.stdout.splitlines()
     assert listing == "[]"
     assert cwd != os.getcwd() and os.path.basename(cwd).startswith("run-")
-    if scratch_root():
-        assert cwd.startswith(scratch_root() + "/")
-    assert not os.path.exists(cwd)
+    if layers["private_root"] and not disable:
+        assert os.path.dirname(cwd) == "/tmp"
+    else:
+        if scratch_root():
+            assert cwd.startswith(scratch_root() + "/")
+        assert not os.path.exists(cwd)
+    assert leftover_private_dirs() == []
+
+
+def leftover_private_dirs():
+    return [d for pool in sandbox._pools.values() for w in pool._idle
+            for d in glob.glob(os.path.join(w.base_dir, "run-*"))]
 
 
 def test_only_stdio_and_the_result_pipe_are_open():
@@ -155,12 +175,12 @@ def test_rlimits_are_set_hard(layers):
 
 def test_rlimit_fsize_alone_stops_writing_a_file():
     code = "f = open('written.txt', 'w')\nf.write('x' * 10)\nf.close()"
-    result = run(code, disable=("audit_hook", "landlock", "seccomp"))
+    result = run(code, disable=("audit_hook", "landlock", "seccomp", "namespaces"))
     assert (result.status, result.error) == ("error", "OSError: [Errno 27] File too large")
 
 
 def test_rlimit_as_alone_stops_a_memory_bomb():
-    result = run("x = bytearray(2 ** 31)", disable=("audit_hook", "landlock", "seccomp"), memory_mb=64)
+    result = run("x = bytearray(2 ** 31)", disable=("audit_hook", "landlock", "seccomp", "namespaces"), memory_mb=64)
     assert (result.status, result.error) == ("memory", "MemoryError: memory limit of 64 MiB exceeded")
 
 
@@ -204,7 +224,7 @@ print(attempt(lambda: open(random.__file__).read(10)))
 def test_landlock_alone_confines_files_to_reading_the_library(layers, vault):
     if not layers["landlock"]:
         pytest.skip("Landlock is not available on this kernel")
-    result = run(ATTEMPTS, disable=("audit_hook", "seccomp"), **vault)
+    result = run(ATTEMPTS, disable=("audit_hook", "seccomp", "namespaces"), **vault)
     assert result.stdout.split() == ["PermissionError"] * 5 + ["done"]
 
 
@@ -222,7 +242,7 @@ def test_landlock_alone_refuses_tcp(layers, listener):
     port, received = listener
     code = IMP + "s = imp('socket').socket()\ntry:\n    s.connect(('127.0.0.1', $port))\nexcept OSError as e:\n" \
                  "    print(type(e).__name__)"
-    result = run(code, disable=("audit_hook", "seccomp"), port=port)
+    result = run(code, disable=("audit_hook", "seccomp", "namespaces"), port=port)
     assert result.stdout == "PermissionError\n"
     time.sleep(0.2)
     assert received == []
@@ -247,7 +267,7 @@ def test_seccomp_alone_kills_the_program_at_the_system_call(layers, vault, name,
         pytest.skip("the seccomp filter is not available here")
     victim = subprocess.Popen(["sleep", "60"])
     try:
-        result = run(code, disable=("audit_hook", "landlock"), victim=victim.pid, **vault)
+        result = run(code, disable=("audit_hook", "landlock", "namespaces"), victim=victim.pid, **vault)
         assert (result.status, result.error) == ("forbidden", SECCOMP_ERROR)
         assert victim.poll() is None
     finally:

@@ -15,15 +15,19 @@ Design (docs/sandbox.md has the full story and the measured figures):
 
 - A pool of pre-started worker processes (pool.py) with the allowed modules imported (two
   kinds: with sympy/numpy/mpmath for programs that name them, without for the rest, whose
-  forks are ~3x cheaper). A worker forks a throwaway child per program (worker.py); the
-  child enters the sandbox and runs the program; the worker kills it at its deadline.
-  Programs start from the same clean state and cannot leave anything behind for the next.
-- Containment in layers: separate processes (own session, scrubbed environment, private
-  temporary directory, no inherited descriptors); rlimits (address space, CPU, file size 0,
-  no processes); Landlock (read-only access to Python's library, nothing else) and a seccomp
-  filter (no process, thread, exec, socket, signal to others, file-system change) where the
-  kernel has them; an import allowlist and an audit hook (audit_policy.py); an output cap;
-  a wall-clock kill. ``sandbox_layers()`` says which are active on this machine.
+  forks are ~3x cheaper). Each worker forks a zygote (zygote.py) before it sees any job;
+  the zygote forks a throwaway child per program, so no program's data reaches the next.
+  The child reads its job, enters the sandbox, runs it and reports to the worker, which
+  kills it at its deadline; the zygote reaps it. Status and run time come from the exit
+  status and the worker's clock, never from what the program wrote.
+- Containment in layers. Kernel layers, which no Python trick lifts: separate processes
+  (own session, scrubbed environment, no inherited descriptors); new IPC, network, pid and
+  mount namespaces once per worker, with a root that holds only the read-only library;
+  no capabilities; rlimits; Landlock and a seccomp filter (no process, thread, exec, socket,
+  signal to others, file-system change, scheduling change, IPC, inotify) where the kernel
+  has them. Python layers, advisory (a program can switch them off): an import allowlist
+  and an audit hook (audit_policy.py). Then an output cap and a wall-clock kill.
+  ``sandbox_layers()`` says which are active on this machine.
 - A ``Session`` holds no process: each ``run`` replays the session's earlier blocks (output
   discarded) in a fresh child before running the new one. Programs are deterministic
   (``random`` and ``numpy.random`` start from seed 0, str hashing is fixed), so a replay
@@ -33,18 +37,18 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import math
 import os
 import reprlib
 import threading
 from typing import Sequence
 
 from mathlm.sandbox.audit_policy import ALLOWED_MODULES, OPTIONAL_MODULES
-from mathlm.sandbox.pool import Job, WorkerPool
+from mathlm.sandbox.pool import STATUSES, Job, WorkerPool
 
 __all__ = ["ExecResult", "run_python", "run_many", "Session", "run_sessions", "close_pool",
            "sandbox_layers", "STATUSES", "MAX_CODE_CHARS", "ALLOWED_MODULES", "OPTIONAL_MODULES"]
 
-STATUSES = ("ok", "error", "timeout", "memory", "forbidden", "output_limit")
 MAX_CODE_CHARS = 100_000  # a longer program is answered with an error result, not run
 MAX_TIMEOUT = 3600.0
 
@@ -158,7 +162,8 @@ def _run_jobs(jobs: list[Job], workers: int | None = None) -> list[ExecResult]:
 def sandbox_layers() -> dict:
     """Which containment layers the workers enforce on this machine, e.g.
     ``{'process': True, 'rlimits': True, 'landlock': True, 'landlock_abi': 7,
-    'seccomp': True, 'audit_hook': True}`` (starts a worker if needed)."""
+    'seccomp': True, 'audit_hook': True, 'namespaces': ['ipc', 'net', 'pid', 'mount'],
+    'private_root': True, 'capabilities_dropped': True}`` (starts a worker if needed)."""
     _run_jobs([Job("", timeout=1.0, memory_mb=64, max_output=0)], workers=1)
     return dict(_get_pool(False).info.get("layers", {}))
 
@@ -257,10 +262,12 @@ class Session:
             result = dataclasses.replace(result, error=f"{self._budget_error} ran out")
         self._cut_by_budget = False
         self.last_result = result
-        self.used_seconds += result.elapsed
+        # held to [0, timeout + grace] by the worker's and the host's clocks; never the program's
+        spent = min(max(result.elapsed, 0.0), self.total_timeout) if math.isfinite(result.elapsed) else self.timeout
+        self.used_seconds += spent
         if result.status in ("ok", "error"):
             self.blocks.append(code)
-            self.replay_seconds += result.elapsed
+            self.replay_seconds += spent
         return result.output_text
 
     def close(self) -> None:

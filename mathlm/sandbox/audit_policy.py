@@ -7,7 +7,9 @@ Two gates, both deny by default:
   ``ALLOWED_MODULES`` (and their submodules), modules already loaded included (those raise
   no audit event). C functions called by the program import their helpers through it too
   (``datetime.strftime`` imports ``time``); such calls, which are not import statements,
-  are only refused the modules of ``NEVER_LOADED``.
+  are only refused the modules of ``NEVER_LOADED``, and, when the caller is code the program
+  wrote (a plain ``__import__('os')`` call), every module but the helpers of
+  ``C_FUNCTION_HELPERS``.
 - the audit hook sees what any code in the process does, the program or the libraries it
   calls: it lets through only the events of ``HARMLESS_EVENTS``, reads of files and listings
   of directories beneath the read-only roots (Python's own library), loading of modules that
@@ -18,6 +20,12 @@ Two gates, both deny by default:
 
 A violation never raises into the program (which could catch it): ``deny`` reports the
 program as ``forbidden`` and ends its process on the spot.
+
+Both gates are advisory: they live in the program's own interpreter, so a program that walks
+its objects can reach their closures and switch them off (a traceback frame leads to
+``deny``, and a closure cell is writable). What they give is the early, exact message;
+containment rests on the kernel layers (kernel_guards.py, zygote.py) and the process
+boundary, which no Python trick can lift.
 
 This is defence in depth. A determined program can reach modules it may not import (library
 modules keep references such as ``random._os``) or corrupt memory through the ctypes that
@@ -68,6 +76,9 @@ HARMLESS_EVENTS = frozenset({
     "sys.unraisablehook", "sys.excepthook",  # an exception reported in __del__ and the like
     "sys.set_asyncgen_hooks_firstiter", "sys.set_asyncgen_hooks_finalizer",
 })
+# What C functions that a program calls directly import on its behalf (datetime's strftime and
+# strptime, str.encode and bytes.decode of a codec not loaded yet, locale-aware formatting).
+C_FUNCTION_HELPERS = frozenset({"time", "_strptime", "encodings", "locale", "_locale", "unicodedata", "copyreg"})
 _OPEN_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _IMPORT_MACHINERY = ("<frozen importlib", "<frozen zipimport")
 _IMPORT_NAME = opcode.opmap["IMPORT_NAME"]
@@ -79,6 +90,7 @@ def make_import_guard(allowed: frozenset[str], real_import: Callable, deny: Deny
     """The ``__import__`` to put into the program's builtins."""
 
     type_, str_, never_loaded, getframe = type, str, NEVER_LOADED, sys._getframe
+    helpers = C_FUNCTION_HELPERS
 
     def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
         if level != 0:
@@ -92,6 +104,11 @@ def make_import_guard(allowed: frozenset[str], real_import: Callable, deny: Deny
             # import statement of the program is held to the allowlist.
             caller = getframe(1)
             if caller.f_code.co_code[caller.f_lasti] == _IMPORT_NAME:
+                deny("import of", top)
+            # Code the program compiled (its own, exec'd strings) has no file name; library
+            # code has an absolute one, the import system "<frozen ...>".
+            filename = caller.f_code.co_filename
+            if top not in helpers and not filename.startswith(("/", "<frozen")):
                 deny("import of", top)
         return real_import(name, globals, locals, fromlist, level)
 

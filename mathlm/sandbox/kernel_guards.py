@@ -1,4 +1,5 @@
-"""Kernel-enforced limits for one sandboxed program: rlimits, Landlock, seccomp.
+"""Kernel-enforced limits for sandboxed programs: rlimits, Landlock, seccomp, capabilities and
+namespaces.
 
 These run in the forked child right before the untrusted program, and unlike the audit hook
 they do not depend on the program leaving Python objects alone: once installed, no Python
@@ -14,7 +15,15 @@ trick (ctypes, memory writes, a removed audit hook) can lift them.
   creates a process or thread, executes a file, creates a socket, signals another process
   or touches its memory, modifies the file system, opens a file for writing, sets a
   resource limit (root could raise its own), sets the clock, reads the kernel log, or
-  reaches kernel administration (mount, bpf, io_uring, ptrace, modules, namespaces...).
+  reaches kernel administration (mount, bpf, io_uring, ptrace, modules, namespaces...), changes
+  scheduling (nice, realtime, affinity, I/O priority: of itself or of any other process),
+  touches SysV or POSIX message queues, shared memory or semaphores, or watches files
+  (inotify, fanotify).
+- capabilities: all of them dropped (bounding, ambient, effective, permitted, inheritable),
+  so a root program is an ordinary user to every capability check of the kernel.
+- namespaces (once per worker, see zygote.py): new IPC, network, pid and mount namespaces;
+  the mount namespace's root is a small tmpfs holding only the read-only library roots, a
+  private /tmp, /dev/null and a read-only /proc of the new pid namespace.
 
 Standard library only: this file is imported by the sandbox worker process (as a top-level
 module) as well as by the host package.
@@ -54,8 +63,10 @@ _prctl.restype = ctypes.c_int
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
 PR_SET_SECCOMP = 22
 PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 
 
 def _check(result: int, what: str) -> int:
@@ -72,6 +83,112 @@ def die_with_parent(signal_number: int) -> None:
 
 def _no_new_privs() -> None:
     _check(_prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+# ---------------------------------------------------------------------------- capabilities
+
+_SYS_CAPSET = 126  # x86_64 and most others: the same on the architectures CPython builds for here
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def drop_capabilities() -> None:
+    """Drop every capability for good: the bounding set (needs CAP_SETPCAP, so first), the
+    ambient set, then effective, permitted and inheritable (capset to zero)."""
+    for cap in range(64):
+        if _prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0:
+            if ctypes.get_errno() == 22:  # EINVAL: past the kernel's last capability
+                break
+            raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # EINVAL before Linux 4.3: no ambient set
+    header = ctypes.create_string_buffer(struct.pack("=Ii", _CAPABILITY_VERSION_3, 0), 8)
+    data = ctypes.create_string_buffer(bytes(24), 24)  # two zeroed __user_cap_data_struct
+    _check(_syscall(_SYS_CAPSET, header, data), "capset")
+
+
+def effective_capabilities() -> int:
+    """CapEff of this process (0 once drop_capabilities() ran)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return -1
+
+
+# ---------------------------------------------------------------------------- namespaces
+
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x08000000, 0x20000000, 0x40000000
+NAMESPACE_FLAGS = {"ipc": CLONE_NEWIPC, "net": CLONE_NEWNET, "pid": CLONE_NEWPID, "mount": CLONE_NEWNS}
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
+MNT_DETACH = 2
+_SYS_PIVOT_ROOT = 155  # x86_64
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def _path(p: str | None) -> bytes | None:
+    return None if p is None else p.encode()
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(_libc.mount(_path(source), _path(target), _path(fstype), flags, _path(data)),
+           f"mount({source!r}, {target!r}, {fstype!r})")
+
+
+def _bind_read_only(source: str, target: str) -> None:
+    mount(source, target, None, MS_BIND)
+    mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def enter_private_root(mountpoint: str, read_roots: list[str], with_proc: bool) -> None:
+    """In a new mount namespace: make a small tmpfs at ``mountpoint`` the root of the file
+    system, holding the ``read_roots`` (bind mounts, read-only, at the same paths), an empty
+    /tmp, /dev/null and, when ``with_proc`` (the caller is in a new pid namespace), a
+    read-only /proc that shows that namespace only. Nothing else of the host is reachable."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
+    mount("tmpfs", mountpoint, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=755")
+    for root in read_roots:
+        os.makedirs(mountpoint + root, exist_ok=True)
+        _bind_read_only(root, mountpoint + root)
+    os.makedirs(mountpoint + "/tmp", exist_ok=True)
+    os.makedirs(mountpoint + "/dev", exist_ok=True)
+    os.close(os.open(mountpoint + "/dev/null", os.O_CREAT | os.O_WRONLY, 0o666))
+    mount("/dev/null", mountpoint + "/dev/null", None, MS_BIND)
+    if with_proc:
+        os.makedirs(mountpoint + "/proc", exist_ok=True)
+        mount("proc", mountpoint + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+    old = mountpoint + "/.old-root"
+    os.mkdir(old)
+    _check(_syscall(_SYS_PIVOT_ROOT, mountpoint.encode(), old.encode()), "pivot_root")
+    os.chdir("/")
+    _check(_libc.umount2(b"/.old-root", MNT_DETACH), "umount2(/.old-root)")
+    os.rmdir("/.old-root")
+
+
+_SYSV_CTL = {"shm": 31, "msg": 71, "sem": 66}  # x86_64 shmctl, msgctl, semctl
+IPC_RMID = 0
+
+
+def clear_sysv_ipc() -> int:
+    """Remove every SysV shared-memory segment, message queue and semaphore set of the
+    caller's IPC namespace (the zygote's own, after each program); returns how many."""
+    removed = 0
+    for table, number in _SYSV_CTL.items():
+        try:
+            with open(f"/proc/sysvipc/{table}") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            ident = int(row.split()[1])
+            args = (ident, 0, IPC_RMID) if table == "sem" else (ident, IPC_RMID, None)
+            removed += _syscall(number, *args) == 0
+    return removed
 
 
 # ---------------------------------------------------------------------------- Landlock
@@ -172,6 +289,17 @@ _X86_64_DENIED = {
     "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
     "mount_setattr": 442, "quotactl_fd": 443,
+    # scheduling, of itself or of other processes (renice, re-pin or idle the host; realtime)
+    "setpriority": 141, "sched_setparam": 142, "sched_setscheduler": 144,
+    "sched_setaffinity": 203, "ioprio_set": 251, "sched_setattr": 314,
+    # SysV and POSIX IPC: shared memory, semaphores, message queues
+    "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65,
+    "semctl": 66, "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+    "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243,
+    "mq_notify": 244, "mq_getsetattr": 245,
+    # watching files (learns the names of files others create)
+    "inotify_init": 253, "inotify_add_watch": 254, "inotify_rm_watch": 255, "inotify_init1": 294,
+    "fanotify_mark": 301,
 }
 _X86_64_OPEN, _X86_64_OPENAT, _X86_64_PRLIMIT64 = 2, 257, 302
 
@@ -197,25 +325,58 @@ def _assemble(program: list[tuple]) -> bytes:
     return b"".join(out)
 
 
+def _argument_checks(nr: int) -> list:
+    """The BPF code for the calls that are allowed with some arguments only (labels are
+    made unique with the call number)."""
+    kill = [f"kill{nr}:", (_RET_K, SECCOMP_RET_KILL_PROCESS)]
+    if nr in (_X86_64_OPEN, _X86_64_OPENAT):  # the flags argument: no write, create, truncate
+        flags = _OFFSET_ARG + 8 * (1 if nr == _X86_64_OPEN else 2)
+        return [(_LD_W_ABS, flags), (_JSET_K, _WRITE_FLAGS, f"kill{nr}"), (_RET_K, SECCOMP_RET_ALLOW)] + kill
+    # prlimit64(pid, resource, new_limit, old_limit): new_limit must be NULL
+    return [(_LD_W_ABS, _OFFSET_ARG + 8 * 2), (_JEQ_K, 0, None, f"kill{nr}"),
+            (_LD_W_ABS, _OFFSET_ARG + 8 * 2 + 4), (_JEQ_K, 0, None, f"kill{nr}"),
+            (_RET_K, SECCOMP_RET_ALLOW)] + kill
+
+
+def _intervals(denied: set[int], checked: tuple[int, ...]) -> list[tuple[int, str]]:
+    """The call-number line cut into runs: (first number of the run, "allow" | "kill" |
+    "check"), starting at 0; each "check" run is one argument-checked call."""
+    runs: list[tuple[int, str]] = [(0, "allow")]
+    for nr in range(max(denied | set(checked)) + 2):
+        action = "check" if nr in checked else "kill" if nr in denied else "allow"
+        if action == "check" or action != runs[-1][1]:
+            runs.append((nr, action))
+    return runs[1:] if runs[1][0] == 0 else runs
+
+
+def _decision_tree(runs: list[tuple[int, str]]) -> list:
+    """A binary search over the runs (the accumulator holds the call number): ~7 comparisons
+    a call, and a short program, instead of one comparison per denied number. It matters at
+    install, when the kernel compiles the filter and runs it for every call number to build
+    its cache of calls allowed outright."""
+    if len(runs) == 1:
+        first, action = runs[0]
+        if action == "check":
+            return _argument_checks(first)
+        return [(_RET_K, SECCOMP_RET_ALLOW if action == "allow" else SECCOMP_RET_KILL_PROCESS)]
+    middle = len(runs) // 2
+    label = f"from{runs[middle][0]}"
+    return [(_JGE_K, runs[middle][0], label)] + _decision_tree(runs[:middle]) + [label + ":"] + _decision_tree(runs[middle:])
+
+
+_ARGUMENT_CHECKED = (_X86_64_OPEN, _X86_64_OPENAT, _X86_64_PRLIMIT64)
+
+
 def seccomp_filter_x86_64() -> bytes:
     """The BPF program described in the module docstring, as raw ``sock_filter`` records:
     kill on a foreign ABI (int 0x80, x32) or a denied call; open/openat only without write
     flags; prlimit64 only to read limits; everything else allowed."""
     program: list = [
-        (_LD_W_ABS, _OFFSET_ARCH), (_JEQ_K, AUDIT_ARCH_X86_64, None, "kill"),
-        (_LD_W_ABS, _OFFSET_NR), (_JGE_K, _X32_SYSCALL_BIT, "kill"),
+        (_LD_W_ABS, _OFFSET_ARCH), (_JEQ_K, AUDIT_ARCH_X86_64, "native"), (_RET_K, SECCOMP_RET_KILL_PROCESS),
+        "native:", (_LD_W_ABS, _OFFSET_NR), (_JGE_K, _X32_SYSCALL_BIT, None, "tree"),
+        (_RET_K, SECCOMP_RET_KILL_PROCESS), "tree:",
     ]
-    program += [(_JEQ_K, nr, "kill") for nr in sorted(set(_X86_64_DENIED.values()))]
-    program += [
-        (_JEQ_K, _X86_64_OPEN, "open"), (_JEQ_K, _X86_64_OPENAT, "openat"),
-        (_JEQ_K, _X86_64_PRLIMIT64, "prlimit"), (_RET_K, SECCOMP_RET_ALLOW),
-        "open:", (_LD_W_ABS, _OFFSET_ARG + 8 * 1), (_JSET_K, _WRITE_FLAGS, "kill"), (_RET_K, SECCOMP_RET_ALLOW),
-        "openat:", (_LD_W_ABS, _OFFSET_ARG + 8 * 2), (_JSET_K, _WRITE_FLAGS, "kill"), (_RET_K, SECCOMP_RET_ALLOW),
-        # prlimit64(pid, resource, new_limit, old_limit): new_limit must be NULL
-        "prlimit:", (_LD_W_ABS, _OFFSET_ARG + 8 * 2), (_JEQ_K, 0, None, "kill"),
-        (_LD_W_ABS, _OFFSET_ARG + 8 * 2 + 4), (_JEQ_K, 0, None, "kill"), (_RET_K, SECCOMP_RET_ALLOW),
-        "kill:", (_RET_K, SECCOMP_RET_KILL_PROCESS),
-    ]
+    program += _decision_tree(_intervals(set(_X86_64_DENIED.values()), _ARGUMENT_CHECKED))
     return _assemble(program)
 
 

@@ -21,6 +21,7 @@ notice. Several threads may run jobs at once: each leases its own workers.
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import shutil
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +42,27 @@ from mathlm.sandbox.protocol import FrameReader, encode_frame
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
 STARTUP_TIMEOUT = 120.0  # importing sympy on a busy machine
 HOST_GRACE = 5.0  # the worker kills an overrunning program itself after 0.5 s
-LAYERS = ("audit_hook", "seccomp", "landlock", "rlimits")  # what a test may switch off
+LAYERS = ("audit_hook", "seccomp", "landlock", "rlimits", "namespaces")  # what a test may switch off
 MAX_ANSWER_BYTES = 64 * 2**20
+MAX_ERROR_CHARS = 2000
+STATUSES = ("ok", "error", "timeout", "memory", "forbidden", "output_limit")
+
+
+_reported_missing: set[str] = set()  # what this process has already said is unavailable
+KERNEL_LAYERS = ("landlock", "seccomp", "capabilities_dropped", "private_root")
+NAMESPACES = ("ipc", "net", "pid", "mount")
+
+
+def report_missing_layers(layers: dict) -> None:
+    """Say once per process which kernel layers this machine does not give the sandbox (the
+    others stay on: the sandbox falls back to them)."""
+    missing = [name for name in KERNEL_LAYERS if not layers.get(name)]
+    missing += [f"{name} namespace" for name in NAMESPACES if name not in layers.get("namespaces", ())]
+    new = [name for name in missing if name not in _reported_missing]
+    if new:
+        _reported_missing.update(new)
+        warnings.warn(f"mathlm.sandbox: this machine does not allow {', '.join(new)}; programs run "
+                      f"with the other layers only (see docs/sandbox.md)", RuntimeWarning, stacklevel=3)
 
 
 def sandbox_environment(home: str) -> dict[str, str]:
@@ -107,6 +128,28 @@ class Job:
 
 def answer(status: str, error: str, elapsed: float = 0.0, stdout: str = "") -> dict:
     return {"status": status, "stdout": stdout, "error": error, "elapsed": elapsed}
+
+
+def _valid_text(value: object, limit: int) -> str:
+    """A str the tokenizer can take: cut to ``limit``, no lone surrogates (replaced)."""
+    text = value if isinstance(value, str) else ""
+    return text[:limit].encode("utf-8", "replace").decode("utf-8")
+
+
+def held_to_job(received: dict, job: Job, measured: float) -> dict:
+    """The worker's answer as the host keeps it: whatever it says, a known status, text cut to
+    the job's limits and valid UTF-8, and a finite run time within [0, measured] (what this
+    process saw between sending the job and reading the answer)."""
+    status = received.get("status")
+    if status not in STATUSES:
+        return answer("error", f"SystemError: the sandbox worker answered status {str(status)[:40]!r}",
+                      elapsed=measured)
+    elapsed = received.get("elapsed")
+    if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not (
+            math.isfinite(elapsed) and 0.0 <= elapsed <= measured):
+        elapsed = measured
+    return answer(status, _valid_text(received.get("error"), MAX_ERROR_CHARS), float(elapsed),
+                  _valid_text(received.get("stdout"), job.max_output))
 
 
 class WorkerProcess:
@@ -231,6 +274,7 @@ class WorkerPool:
             raise
         if started:
             self.info = started[0].info
+            report_missing_layers(self.info.get("layers", {}))
         return taken + started
 
     def _release(self, workers: list[WorkerProcess], dead: int = 0) -> None:
@@ -292,26 +336,27 @@ class WorkerPool:
             while idle and queue:
                 worker, index = idle.pop(), queue.popleft()
                 if worker.send_frame(jobs[index].frame()):
-                    busy[worker] = (index, time.monotonic() + jobs[index].host_deadline)
+                    sent = time.monotonic()
+                    busy[worker] = (index, sent + jobs[index].host_deadline, sent)
                 else:
                     lost(worker, index)
             if not busy:
                 if queue and not idle:
                     raise RuntimeError("no sandbox worker could be started")
                 continue
-            wait = min(deadline for _, deadline in busy.values()) - time.monotonic()
+            wait = min(deadline for _, deadline, _ in busy.values()) - time.monotonic()
             for worker in select.select(list(busy), [], [], max(wait, 0.0))[0]:
                 answers = worker.read_answers()
                 if answers == []:
                     continue  # part of a large answer
-                index, _ = busy.pop(worker)
+                index, _, sent = busy.pop(worker)
                 if answers is None:
                     lost(worker, index)
                 else:
-                    results[index] = answers[0]
+                    results[index] = held_to_job(answers[0], jobs[index], time.monotonic() - sent)
                     idle.append(worker)
             now = time.monotonic()
-            for worker, (index, deadline) in list(busy.items()):
+            for worker, (index, deadline, _) in list(busy.items()):
                 if now >= deadline:  # the worker itself should have answered long ago
                     del busy[worker]
                     job = jobs[index]

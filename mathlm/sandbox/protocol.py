@@ -4,13 +4,16 @@ Every message is a frame: a 4-byte big-endian length, then that many bytes. The 
 worker exchange JSON objects (both are trusted). A forked program sends its worker binary
 frames whose first byte is the kind (``R``: replay of a session's earlier blocks finished,
 ``D``: done, followed by the result fields); the worker parses them strictly and never
-unpickles or evaluates anything a program wrote.
+unpickles or evaluates anything a program wrote. Nothing in a ``D`` frame is trusted: text
+is decoded with replacement (any bytes give a valid str: no lone surrogates), and the
+worker holds the reported status and run time to its own exit status and clock.
 
 Standard library only: imported by the worker process as a top-level module as well.
 """
 from __future__ import annotations
 
 import json
+import marshal
 import os
 
 HEADER = 4
@@ -76,6 +79,20 @@ def receive_json(fd: int) -> dict | None:
     return None if payload is None else json.loads(payload)
 
 
+def send_job(fd: int, job: dict) -> None:
+    """Worker to child: the job, in marshal form (both ends trusted; it loads ~3x faster than
+    JSON in a freshly forked child, where every page it touches is copied)."""
+    write_all(fd, encode_frame(marshal.dumps(job)))
+
+
+def receive_job(fd: int) -> dict | None:
+    header = read_exactly(fd, HEADER)
+    if header is None:
+        return None
+    payload = read_exactly(fd, int.from_bytes(header, "big"))
+    return None if payload is None else marshal.loads(payload)
+
+
 # ---------------------------------------------------------------------------- program results
 
 def encode_result(status: str, error: str, stdout: str, elapsed: float) -> bytes:
@@ -102,5 +119,7 @@ def decode_result(payload: bytes) -> tuple[str, str, str, float]:
     if pos != len(payload):
         raise ValueError(f"result frame has {len(payload) - pos} trailing bytes")
     status, elapsed, error, stdout = fields
-    return (status.decode("ascii"), error.decode("utf-8", "surrogatepass"),
-            stdout.decode("utf-8", "surrogatepass"), float(elapsed.decode("ascii")))
+    # "replace": a lone surrogate the program printed (sent as surrogatepass bytes) becomes
+    # U+FFFD here, so that the host and its tokenizer only ever see valid text.
+    return (status.decode("ascii"), error.decode("utf-8", "replace"),
+            stdout.decode("utf-8", "replace"), float(elapsed.decode("ascii")))

@@ -10,15 +10,20 @@ its own, inside a private base directory. Its life:
    this machine (a probe child tries each), snapshots the shared state that programs could
    poison (the allowed modules in sys.modules, builtins), and freezes its heap
    (``gc.freeze``: forked children then share its pages instead of copying them);
-2. for every job it makes a private directory and a pipe and forks. The child enters the
-   sandbox - stdio to /dev/null and every other descriptor closed, the private directory as
-   working directory, rlimits, Landlock, seccomp, the import guard and the audit hook - runs
-   the program and reports on the pipe; the worker watches the wall clock, kills the child
-   when it overruns, reaps it, removes the directory and answers the host.
+2. it starts two zygotes (zygote.py) before any job reaches it: one in new namespaces, for
+   every program, and a plain one for the tests that switch the namespaces off. A zygote
+   never holds a program's data, so every child starts from the same clean memory;
+3. for every job it makes a job pipe and a result pipe and has a zygote fork a child with
+   their ends. The child reads its job, enters the sandbox - stdio to /dev/null and every
+   other descriptor closed, a private directory as working directory, rlimits, Landlock,
+   seccomp, the import guard and the audit hook - runs the program and reports on the
+   pipe; the worker watches its own clock, kills the child (by pidfd) when it overruns,
+   and judges the result from the wait status the zygote sends once it reaped the child.
 
-The worker never runs untrusted code, and every program starts from the worker's memory as
-it was before the fork: whatever a program does to modules, builtins, threads or signal
-handlers dies with its process. Standard library only (numpy and sympy are optional).
+The worker never runs untrusted code and trusts nothing a child wrote: a result frame only
+adds text to the status the exit code says, and the run time is the worker's own clock.
+Whatever a program does to modules, builtins, threads or signal handlers dies with its
+process. Standard library only (numpy and sympy are optional).
 """
 from __future__ import annotations
 
@@ -32,7 +37,6 @@ import select
 import shutil
 import signal
 import sys
-import tempfile
 import time
 import traceback
 
@@ -40,12 +44,14 @@ import traceback
 import audit_policy
 import kernel_guards
 import protocol
+import zygote
 
 # Exit codes of a child; statuses that the child cannot fake by writing a result frame.
 EXIT_REPORTED, EXIT_FORBIDDEN, EXIT_MEMORY, EXIT_TIMEOUT, EXIT_OUTPUT, EXIT_SETUP = 0, 77, 78, 79, 80, 81
 EXIT_STATUS = {EXIT_FORBIDDEN: "forbidden", EXIT_MEMORY: "memory", EXIT_TIMEOUT: "timeout",
                EXIT_OUTPUT: "output_limit"}
 HARD_KILL_GRACE = 0.5  # seconds between the child's own timer and SIGKILL from the worker
+KILL_REAP_TIMEOUT = 5.0  # a zygote that has not reaped a killed child by then is broken
 MAX_ERROR_CHARS = 2000
 RANDOM_SEED = 0  # every program starts from the same random state: results reproduce
 
@@ -274,6 +280,19 @@ class Worker:
         if "numpy" in loaded:  # children inherit this state (numpy does not reseed at fork)
             sys.modules["numpy"].random.seed(RANDOM_SEED)
         self.snapshot = shared_state_snapshot(sorted(loaded) + ["builtins"], [builtins])
+        self.zygotes = self._start_zygotes()
+
+    def _start_zygotes(self) -> dict:
+        """Both zygotes now, before any job reaches this process: the namespaced one for
+        every program, the plain one for the tests that switch the namespaces off."""
+        gc.collect()
+        gc.freeze()  # the zygotes and their children share the worker's pages
+        keep = [self.devnull] + ([self.landlock.fd] if self.landlock else [])
+        zygotes = {with_namespaces: zygote.Zygote(self._start_child, keep, with_namespaces,
+                                                  self.base_dir, self.read_roots)
+                   for with_namespaces in (True, False)}
+        self.layers.update(zygotes[True].layers)
+        return zygotes
 
     def _probe_layers(self) -> dict:
         """Which kernel layers this machine enforces: a child tries to install each one."""
@@ -304,6 +323,17 @@ class Worker:
         with open("/proc/self/statm", "rb") as f:
             return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
+    def _start_child(self, job_fd: int, result_fd: int, workdir: str, address_space: int):
+        """In the child, forked by a zygote: read the job, enter the sandbox. Never returns."""
+        try:
+            job = protocol.receive_job(job_fd)
+            os.close(job_fd)
+        except BaseException:
+            os._exit(EXIT_SETUP)
+        if job is None:
+            os._exit(EXIT_SETUP)
+        self._enter_sandbox(job, result_fd, workdir, frozenset(job.get("disable", ())), address_space)
+
     def _enter_sandbox(self, job: dict, result_fd: int, workdir: str, disabled: frozenset, address_space: int):
         """In the child: everything before the program. Never returns."""
         try:
@@ -332,70 +362,72 @@ class Worker:
             os._exit(EXIT_SETUP)
 
     def run(self, job: dict) -> dict:
-        """Fork, watch, reap: the answer for one job."""
-        disabled = frozenset(job.get("disable", ()))
-        timeout = job["timeout"]
-        history = job.get("history") or []
-        workdir = tempfile.mkdtemp(dir=self.base_dir, prefix="run-")
-        address_space = self._address_space_in_use()
+        """Spawn (through a zygote), feed, watch: the answer for one job."""
+        with_namespaces = "namespaces" not in job.get("disable", ())
+        zygote_ = self.zygotes[with_namespaces]
+        job_r, job_w = os.pipe()
         read_fd, result_fd = os.pipe()
         started = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_fd)
-            self._enter_sandbox(job, result_fd, workdir, disabled, address_space)
-        os.close(result_fd)
         try:
-            watch = self._watch(pid, read_fd, started, job, history)
+            child = zygote_.spawn(job_r, result_fd, filtered=self.seccomp is not None and
+                                  "seccomp" not in job.get("disable", ()))
+        finally:
+            os.close(job_r)
+            os.close(result_fd)
+        try:
+            try:
+                protocol.send_job(job_w, job)  # the child reads it at once, before anything else
+            except BrokenPipeError:  # it died setting up: its wait status says so
+                pass
+            os.close(job_w)
+            watch = self._watch(zygote_, child, read_fd, started, job)
         finally:
             os.close(read_fd)
-            shutil.rmtree(workdir, ignore_errors=True)
+            child.close()
         return self._classify(job, *watch)
 
-    def _watch(self, pid: int, read_fd: int, started: float, job: dict, history: list):
-        """Read the child's frames until it exits, killing it at its deadline."""
+    def _watch(self, zygote_, child, read_fd: int, started: float, job: dict):
+        """Read the child's frames until the zygote reports it reaped, killing it at its
+        deadline or when it floods the pipe. The run time is this process's clock."""
         timeout, grace = job["timeout"], HARD_KILL_GRACE
-        replaying = bool(history)
-        deadline = started + (job["replay_timeout"] if replaying else timeout) + grace
-        timed_from = started
+        state = {"replaying": bool(job.get("history")), "timed_from": started, "result": None}
+        deadline = [started + (job["replay_timeout"] if state["replaying"] else timeout) + grace]
         reader = protocol.FrameReader(max_frame=4 * job["max_output"] + 64 * 1024)
-        result, killed, eof, wait_status = None, False, False, None
-        try:  # a descriptor that becomes readable when the child exits (Linux >= 5.3)
-            pidfd = os.pidfd_open(pid)
-        except (AttributeError, OSError):  # old kernel, or a container that refuses it: poll
-            pidfd = None
-        try:
-            exited = False
-            while not exited:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or reader.overflow:
-                    os.kill(pid, signal.SIGKILL)
-                    killed = not reader.overflow
-                    break
-                watched = ([] if eof else [read_fd]) + ([] if pidfd is None else [pidfd])
-                readable = select.select(watched, [], [], remaining if pidfd is not None else min(remaining, 0.005))[0]
-                chunk = b""
-                if read_fd in readable:
-                    chunk = os.read(read_fd, 1 << 16)
-                    eof = not chunk
-                    for frame in reader.feed(chunk):
-                        if frame == protocol.REPLAY_DONE and replaying:
-                            replaying, timed_from = False, time.monotonic()
-                            deadline = timed_from + timeout + grace
-                        elif result is None:
-                            result = frame
-                if pidfd is not None:
-                    exited = pidfd in readable and not chunk
-                elif not chunk:
-                    reaped, status = os.waitpid(pid, os.WNOHANG)
-                    exited, wait_status = bool(reaped), status if reaped else None
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-        if wait_status is None:
-            wait_status = os.waitpid(pid, 0)[1]
-        wall = time.monotonic() - timed_from
-        return result, wait_status, killed, reader.overflow, replaying, wall
+
+        def take(chunk: bytes) -> None:
+            for frame in reader.feed(chunk):
+                if frame == protocol.REPLAY_DONE and state["replaying"]:
+                    state["replaying"], state["timed_from"] = False, time.monotonic()
+                    deadline[0] = state["timed_from"] + timeout + grace
+                elif state["result"] is None and not state["replaying"]:  # a replayed block's frame is void
+                    state["result"] = frame
+
+        killed_for_time, kill_sent, eof, wait_status = False, None, False, None
+        while wait_status is None:
+            now = time.monotonic()
+            if kill_sent is None and (now >= deadline[0] or reader.overflow):
+                child.kill()
+                killed_for_time, kill_sent = not reader.overflow, now
+            if kill_sent is not None and now - kill_sent > KILL_REAP_TIMEOUT:
+                raise zygote.ZygoteLost(f"a killed child was not reaped within {KILL_REAP_TIMEOUT:g} s")
+            wait = (deadline[0] - now) if kill_sent is None else KILL_REAP_TIMEOUT
+            watched = ([] if eof or reader.overflow else [read_fd]) + [zygote_]
+            readable = select.select(watched, [], [], max(wait, 0.0))[0]
+            if read_fd in readable:
+                chunk = os.read(read_fd, 1 << 16)
+                eof = not chunk
+                take(chunk)
+            if zygote_ in readable:
+                wait_status = zygote_.wait_status()
+        wall = time.monotonic() - state["timed_from"]
+        if not eof and not reader.overflow:  # what the dead child wrote last is in the pipe
+            os.set_blocking(read_fd, False)
+            try:
+                while not reader.overflow and (chunk := os.read(read_fd, 1 << 16)):
+                    take(chunk)
+            except BlockingIOError:  # something it left behind holds the pipe open: enough
+                pass
+        return state["result"], wait_status, killed_for_time, reader.overflow, state["replaying"], wall
 
     def _classify(self, job: dict, frame, wait_status: int, killed: bool, overflow: bool,
                   replaying: bool, wall: float) -> dict:
@@ -406,7 +438,10 @@ class Worker:
                 reported = protocol.decode_result(frame)
             except (ValueError, UnicodeDecodeError):
                 reported = None
-        status, error, stdout, elapsed = reported or ("", "", "", wall)
+        # The run time the program reports is ignored: a forged frame could say 0 s, nan or -1e9.
+        # This process's clock, from the fork (or the end of the replay) to the reaping, decides.
+        status, error, stdout, _ = reported or ("", "", "", wall)
+        elapsed = wall
 
         def answer(status: str, error: str, stdout: str = "", elapsed: float = wall) -> dict:
             # the frame came from the program's process: hold it to the limits again
@@ -416,7 +451,7 @@ class Worker:
         if killed:
             if replaying:  # the time went into the replay: it counts against a session's budget
                 return answer("timeout", replay_timeout_error(job["replay_timeout"]))
-            return answer("timeout", timeout_error(timeout), elapsed=max(wall, timeout))
+            return answer("timeout", timeout_error(timeout), elapsed=wall)
         if overflow:
             return answer("output_limit", output_error(job["max_output"]))
         if os.WIFSIGNALED(wait_status):
@@ -425,13 +460,14 @@ class Worker:
                 return answer("forbidden", "PermissionError: the sandbox forbids a system call the "
                                            "program made (stopped by the kernel filter)")
             if sig in (signal.SIGXCPU, signal.SIGKILL):
-                return answer("timeout", timeout_error(timeout), elapsed=max(wall, timeout))
+                return answer("timeout", timeout_error(timeout), elapsed=wall)
             return answer("error", f"SystemError: the program crashed the interpreter "
                                    f"({signal.Signals(sig).name})")
         code = os.WEXITSTATUS(wait_status)
         if code in EXIT_STATUS:  # the exit code decides; the frame only adds the text
             expected = EXIT_STATUS[code]
-            defaults = {"timeout": timeout_error(timeout), "memory": memory_error(job["memory_mb"]),
+            defaults = {"timeout": replay_timeout_error(job["replay_timeout"]) if replaying else timeout_error(timeout),
+                        "memory": memory_error(job["memory_mb"]),
                         "output_limit": output_error(job["max_output"]),
                         "forbidden": "PermissionError: the sandbox forbids what the program did"}
             if reported is None or status != expected:
@@ -461,19 +497,22 @@ def main() -> None:
         return
     protocol.send_json(host_out, worker.describe())
     os.dup2(devnull, 2)
-    gc.collect()
-    gc.freeze()
     while True:
         job = protocol.receive_json(host_in)
         if job is None:  # the host closed the pool, or died
-            shutil.rmtree(worker.base_dir, ignore_errors=True)
-            return
+            break
         try:
             answer = worker.run(job)
+        except zygote.ZygoteLost:  # the host sees this worker die, replaces it, retries the job
+            break
         except Exception as exc:  # a bug here must not take the other jobs down
             answer = {"status": "error", "stdout": "", "elapsed": 0.0,
                       "error": f"SystemError: sandbox worker failed: {last_line(exc)}"}
         protocol.send_json(host_out, answer)
+        del job, answer  # nothing of a program outlives its call here longer than needed
+    for zygote_ in worker.zygotes.values():
+        zygote_.close()
+    shutil.rmtree(worker.base_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
