@@ -107,7 +107,7 @@ def test_reward_model_learns_given_pairs_and_loads_back(records, tmp_path):
     assert not {p["question"] for p in held} & {p["question"] for p in train}  # split by question
     # The saved model reproduces the summary's accuracy on the held-out pairs, scored independently.
     rm = RewardModel.load(tmp_path / "final")
-    max_len = recipe("reward_model").RewardConfig().max_len  # the recipe scores at its --max_len
+    max_len = int(TINY[TINY.index("--seq_len") + 1])  # the recipe scores at its --seq_len
     chosen = rm.score([(p["question"], p["chosen"]) for p in held], max_len=max_len)
     rejected = rm.score([(p["question"], p["rejected"]) for p in held], max_len=max_len)
     wins = sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)) / len(held)
@@ -118,7 +118,7 @@ def test_reward_model_learns_given_pairs_and_loads_back(records, tmp_path):
 def test_critique_beats_the_majority_baseline_on_held_out_questions(tmp_path):
     from mathlm.critique import CritiqueScorer
     summary = recipe("critique").main([*TINY, "--n_per_domain", "8", "--max_steps", "60", "--lr", "3e-3",
-                                       "--max_len", "256", "--out", str(tmp_path)])
+                                       "--out", str(tmp_path)])
     held = [json.loads(line) for line in (tmp_path / "held_out.jsonl").read_text().splitlines()]
     assert summary["held_out_examples"] == len(held) and {e["task"] for e in held} == {"question", "solution"}
     # Agreement recomputed from the saved model against the labels.
