@@ -220,7 +220,8 @@ class RLRunConfig(RunConfig):
     """A PPO/GRPO recipe: the run, the RL settings (`--rl.<field>`) and how long."""
 
     rl: RLConfig = dataclasses.field(default_factory=RLConfig)
-    rl_steps: int = 20                   # RL steps (rollout + updates); max_steps is derived from it
+    rl_steps: int = 20                   # RL steps (rollout + updates)
+    max_steps: int = dataclasses.field(default=1, init=False)  # optimizer updates: rl.optimizer_steps(rl_steps), no flag
     reward_model: str = ""               # folder of a reward model (mathlm.reward) scored into the reward
     lr: float = 3e-5                     # RL wants an lr about 10x below SFT's (docs/calibration.md)
     weight_decay: float = 0.0
