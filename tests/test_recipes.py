@@ -189,3 +189,16 @@ def test_recipes_have_docstrings_with_both_launch_commands():
         if path.name != "pipeline.py":
             assert "torchrun" in doc, path.name
         assert "def main(" in text, path.name
+
+
+def test_seq_len_reaches_the_models_context(tmp_path):
+    """--seq_len is the training row length: a preset's max_seq_len (tiny: 512) is raised to it when
+    shorter and kept when longer; a saved folder with a shorter context is refused, naming both."""
+    from mathlm import save_hf_checkpoint
+    from mathlm.stages import load_model
+    assert load_model("tiny", seq_len=1024).config.max_seq_len == 1024
+    assert load_model("tiny", seq_len=256).config.max_seq_len == 512
+    save_hf_checkpoint(load_model("tiny"), tmp_path / "tiny")
+    assert load_model(str(tmp_path / "tiny"), seq_len=512).config.max_seq_len == 512
+    with pytest.raises(ValueError, match=r"seq_len \(1024\) exceeds the max_seq_len \(512\) of"):
+        load_model(str(tmp_path / "tiny"), seq_len=1024)
