@@ -38,7 +38,6 @@ _EXPORTS = {
     "grpo_advantages": "losses", "reward_loss": "losses", "critique_loss": "losses",
     # post-training
     "ModelSampler": "rft", "rejection_sample": "rft", "RFTResult": "rft", "path_signature": "rft",
-    "hardness_weights": "rft",
     "build_preference_pairs": "preference", "DPOLoss": "preference",
     "precompute_reference_logps": "preference",
     "RewardModel": "reward", "CritiqueScorer": "critique",

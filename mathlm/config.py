@@ -103,11 +103,6 @@ class ModelConfig:
         """Attention pattern of layer `layer` ("dense", "local", ...), cycling `attn_pattern`."""
         return self.attn_pattern[layer % len(self.attn_pattern)]
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["attn_pattern"] = list(self.attn_pattern)
-        return d
-
     # --------------------------------------------------------- Hugging Face config.json
 
     def to_hf_config(self) -> dict:
@@ -202,7 +197,7 @@ _LLAMA = dict(norm_eps=1e-5, rope_theta=10000.0, vocab_size=32000, bos_id=1, eos
 
 # Exact-key lookup; the big ones are the published architectures (see each model card's config.json).
 PRESETS: dict[str, dict[str, Any]] = {
-    # ~1M parameters: tests and the CPU demo (CALIBRATION.md: ~20k tokens/s training on 2 cores).
+    # ~1M parameters: tests and the CPU demo (docs/calibration.md: ~20k tokens/s training on 2 cores).
     "tiny": dict(vocab_size=1024, dim=128, n_layers=4, n_heads=4, n_kv_heads=2, hidden_dim=384,
                  max_seq_len=512, norm_eps=1e-5, rope_theta=10000.0, tie_embeddings=False),
     # ~26M parameters: CPU benchmarks.

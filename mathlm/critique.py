@@ -17,13 +17,12 @@ question task and `corrupt_question` makes the negatives; the solution task take
 `build_critique_dataset` mixes, balances and splits them.
 
 Used by the data filter (`CritiqueScorer.question_scorer()` / `.solution_scorer()` plug into
-`mathlm.data.filter_by_score`), by hard-sample weighting (`critique_sample_weights`) and as the
+`mathlm.data.filter_by_score`), by hard-sample weighting (`mathlm.losses.hard_sample_weights(scores=p)`) and as the
 judge of win rates. Evaluated by `evaluate_critique`: agreement with the reference labels and the
 precision, recall and F1 of BOTH classes per task and overall, next to the majority-class baseline.
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -40,16 +39,17 @@ from .critique_data import (CORRUPTIONS, SOLUTION_CORRUPTIONS, TASKS, UNANSWERAB
                             question_examples, synthetic_graded_samples, validate_critique_example)
 from .data.format import FINAL_ANSWER_PREFIX, parse_blocks
 from .grading import extract_answer
-from .losses import critique_loss, hard_sample_weights, reward_loss
+from .losses import critique_loss, reward_loss
 from .reward import fit_to_length, last_token_scores, pad_right, score_sequences
 from .scalar_head import ScalarHeadModel
 from .tokenizer import TOKENIZER_FILE, Tokenizer
+from .train import normalized_by
 
 __all__ = [
     "QUESTION_HEADER", "QUESTION_TRAILER", "SOLUTION_HEADER", "SOLUTION_TRAILER", "solution_evidence", "critique_text",
     "encode_critique_input", "CritiqueExample", "encode_critique_examples", "collate_critique", "twin_pairs",
     "critique_loss_fn",
-    "critique_batches", "CritiqueScorer", "critique_sample_weights", "weighted_records", "agreement_metrics",
+    "critique_batches", "CritiqueScorer", "agreement_metrics",
     "evaluate_critique", "critique_eval_fn",
     # data (mathlm/critique_data.py)
     "CORRUPTIONS", "SOLUTION_CORRUPTIONS", "TASKS", "UNANSWERABLE", "build_critique_dataset", "corrupt_question",
@@ -150,6 +150,7 @@ def twin_pairs(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.nonzero(same & (labels[:, None] > 0.5) & (labels[None, :] <= 0.5), as_tuple=True)
 
 
+@normalized_by("micro_batches")
 def critique_loss_fn(model: nn.Module, batch: dict, class_weights: Sequence[float] | None = None,
                      pair_weight: float = 0.0):
     """The Trainer loss of a `collate_critique` batch: `critique_loss` on the last-token logits,
@@ -195,7 +196,7 @@ def critique_batches(examples: Sequence[dict], tokenizer: Tokenizer, batch_size:
 class CritiqueScorer:
     """Probabilities from a trained critique model: P(well-posed) for questions, P(correct) for
     solutions. `question_scorer()` / `solution_scorer()` give `record -> float` callables for
-    `mathlm.data.filter_by_score`; the scores also feed `critique_sample_weights`."""
+    `mathlm.data.filter_by_score`; the scores also feed `mathlm.losses.hard_sample_weights`."""
 
     def __init__(self, model: ScalarHeadModel, tokenizer: Tokenizer, *, max_len: int | None = None,
                  batch_size: int = 64):
@@ -259,30 +260,6 @@ class CritiqueScorer:
         if not (path / TOKENIZER_FILE).is_file():
             raise FileNotFoundError(f"{path / TOKENIZER_FILE} not found: save critique models with CritiqueScorer.save")
         return cls(ScalarHeadModel.load(path, device=device), Tokenizer.from_file(path), **kwargs)
-
-
-def critique_sample_weights(scores: Sequence[float], *, temperature: float = 1.0, min_weight: float = 0.0,
-                            max_weight: float = math.inf) -> list[float]:
-    """SFT loss weights from critique scores p_i (e.g. P(correct) of each training solution, or
-    P(well-posed) of its question): a low score is a hard sample and weighs more,
-
-        w_i = clip(c * exp(-p_i / temperature), min_weight, max_weight),  c such that mean_i w_i = 1
-
-    (`mathlm.losses.hard_sample_weights(scores=p)`). With p in [0, 1] the heaviest sample weighs at
-    most exp(1 / temperature) times the lightest. Store them as each record's "weight" for
-    `mathlm.batching.encode_sft_records` (`weighted_records`)."""
-    if len(scores) == 0:
-        raise ValueError("critique_sample_weights needs at least one score")
-    w = hard_sample_weights(scores=torch.tensor([float(s) for s in scores], dtype=torch.float64),
-                            temperature=temperature, min_weight=min_weight, max_weight=max_weight)
-    return w.tolist()
-
-
-def weighted_records(records: Sequence[dict], weights: Sequence[float], key: str = "weight") -> list[dict]:
-    """Copies of `records` carrying their weight under `key` (what encode_sft_records reads)."""
-    if len(records) != len(weights):
-        raise ValueError(f"{len(records)} records but {len(weights)} weights")
-    return [{**r, key: float(w)} for r, w in zip(records, weights)]
 
 
 # ------------------------------------------------------------------------------------------ evaluation

@@ -53,7 +53,6 @@ class DistInfo:
 def init_distributed(backend: str | None = None) -> DistInfo:
     """Join the torchrun process group (nccl on GPU, gloo on CPU); a single process without torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)

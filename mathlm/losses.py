@@ -306,13 +306,14 @@ def sequence_logprobs(logits: Tensor, labels: Tensor, mask: Tensor, chunk_size: 
 # Hard-sample weighting
 
 
-def hard_sample_weights(scores: Tensor | None = None, losses: Tensor | None = None, *,
-                        temperature: float = 1.0, min_weight: float = 0.0,
+def hard_sample_weights(scores: Tensor | Sequence[float] | None = None, losses: Tensor | Sequence[float] | None = None,
+                        *, temperature: float = 1.0, min_weight: float = 0.0,
                         max_weight: float = math.inf) -> Tensor:
     """Dynamic per-sample loss weights: harder samples weigh more; the mean is 1.
 
-    Hardness h_i = -scores_i (a low critique score is hard) or losses_i (a high, e.g. running,
-    loss is hard); pass exactly one of the two, shape (B,). Then
+    Hardness h_i = -scores_i (a low score is hard: a critique's P(correct), a problem's fraction of
+    correct samples) or losses_i (a high, e.g. running, loss is hard); pass exactly one of the two,
+    a (B,) tensor or a sequence of floats. Then
 
         w_i = clip(c * exp(h_i / temperature), min_weight, max_weight)
 
@@ -320,7 +321,9 @@ def hard_sample_weights(scores: Tensor | None = None, losses: Tensor | None = No
     float64 resolution). Without bounds this is w = B * softmax(h / temperature).
     Requires min_weight <= 1 <= max_weight (otherwise a mean of 1 is impossible). A larger
     temperature flattens the weights; equal hardness gives all ones. Deterministic, no gradient
-    (the weights are constants for the loss they scale). Returns float32 on the input's device.
+    (the weights are constants for the loss they scale). Returns float32 on the input's device
+    (CPU for a sequence); `.tolist()` gives the per-record `"weight"` that
+    `mathlm.batching.encode_sft_records` and `mathlm.preference.encode_preference_pairs` read.
     Note the weights react to differences in h: losses that shrink during training give
     flatter weights at a fixed temperature.
     """
@@ -334,6 +337,8 @@ def hard_sample_weights(scores: Tensor | None = None, losses: Tensor | None = No
                          "for weights with mean 1")
     source = scores if scores is not None else losses
     name = "scores" if scores is not None else "losses"
+    if not isinstance(source, Tensor):
+        source = torch.tensor([float(x) for x in source], dtype=torch.float64)
     _require_dim(name, source, 1, "(B,)")
     if source.numel() == 0:
         raise ValueError(f"{name} is empty")
@@ -442,46 +447,15 @@ def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
     their margin, accuracy (chosen reward > rejected reward), the policy log-probs, the
     preference part of the loss ``loss_preference`` and ``nll`` when the RPO term is on.
     """
-    if loss_type not in DPO_LOSS_TYPES:
-        raise ValueError(f"loss_type {loss_type!r} is not one of {DPO_LOSS_TYPES}")
-    if not beta > 0:
-        raise ValueError(f"beta ({beta}) must be > 0")
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing ({label_smoothing}) must be in [0, 0.5)")
-    if label_smoothing > 0 and loss_type not in ("sigmoid", "robust"):
-        raise ValueError(f"label_smoothing ({label_smoothing}) applies to loss_type 'sigmoid' or "
-                         f"'robust', not {loss_type!r}")
+    _check_dpo_options(loss_type, beta, label_smoothing, rpo_alpha, chosen_nll)
     _require_dim("policy_chosen_logps", policy_chosen_logps, 1, "(B,)")
     shape = _shape(policy_chosen_logps)
     _require_shape("policy_rejected_logps", policy_rejected_logps, shape)
-    if reference_free:
-        if ref_chosen_logps is not None or ref_rejected_logps is not None:
-            raise ValueError("reference_free=True ignores the reference: do not pass ref_*_logps")
-        ref_chosen = ref_rejected = torch.zeros((), dtype=torch.float32, device=policy_chosen_logps.device)
-    else:
-        if ref_chosen_logps is None or ref_rejected_logps is None:
-            raise ValueError("ref_chosen_logps and ref_rejected_logps are required unless reference_free=True")
-        _require_shape("ref_chosen_logps", ref_chosen_logps, shape)
-        _require_shape("ref_rejected_logps", ref_rejected_logps, shape)
-        ref_chosen, ref_rejected = _upcast(ref_chosen_logps).detach(), _upcast(ref_rejected_logps).detach()
-    if rpo_alpha < 0:
-        raise ValueError(f"rpo_alpha ({rpo_alpha}) must be >= 0")
-    if (rpo_alpha > 0) != (chosen_nll is not None):
-        raise ValueError(f"chosen_nll and rpo_alpha > 0 go together (got rpo_alpha={rpo_alpha}, "
-                         f"chosen_nll {'given' if chosen_nll is not None else 'missing'})")
-
+    ref_chosen, ref_rejected = _dpo_reference(ref_chosen_logps, ref_rejected_logps, reference_free, shape,
+                                              policy_chosen_logps.device)
     chosen_logratio = _upcast(policy_chosen_logps) - ref_chosen  # (B,)
     rejected_logratio = _upcast(policy_rejected_logps) - ref_rejected  # (B,)
-    h = chosen_logratio - rejected_logratio
-    eps = label_smoothing
-    if loss_type == "sigmoid":
-        losses = -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)
-    elif loss_type == "robust":
-        losses = (-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1 - 2 * eps)
-    elif loss_type == "ipo":
-        losses = (h - 1 / (2 * beta)) ** 2
-    else:  # hinge
-        losses = torch.relu(1 - beta * h)
+    losses = _dpo_pair_losses(chosen_logratio - rejected_logratio, beta, loss_type, label_smoothing)  # (B,)
     preference = losses.mean()
     loss = preference
     with torch.no_grad():
@@ -501,6 +475,50 @@ def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
         loss = loss + rpo_alpha * nll
         diagnostics["nll"] = nll
     return loss, _detached(diagnostics)
+
+
+def _check_dpo_options(loss_type: str, beta: float, label_smoothing: float, rpo_alpha: float,
+                       chosen_nll: Tensor | None) -> None:
+    if loss_type not in DPO_LOSS_TYPES:
+        raise ValueError(f"loss_type {loss_type!r} is not one of {DPO_LOSS_TYPES}")
+    if not beta > 0:
+        raise ValueError(f"beta ({beta}) must be > 0")
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing ({label_smoothing}) must be in [0, 0.5)")
+    if label_smoothing > 0 and loss_type not in ("sigmoid", "robust"):
+        raise ValueError(f"label_smoothing ({label_smoothing}) applies to loss_type 'sigmoid' or "
+                         f"'robust', not {loss_type!r}")
+    if rpo_alpha < 0:
+        raise ValueError(f"rpo_alpha ({rpo_alpha}) must be >= 0")
+    if (rpo_alpha > 0) != (chosen_nll is not None):
+        raise ValueError(f"chosen_nll and rpo_alpha > 0 go together (got rpo_alpha={rpo_alpha}, "
+                         f"chosen_nll {'given' if chosen_nll is not None else 'missing'})")
+
+
+def _dpo_reference(ref_chosen_logps: Tensor | None, ref_rejected_logps: Tensor | None, reference_free: bool,
+                   shape: tuple, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The reference log-probs, checked and detached in float32 (zeros when reference_free)."""
+    if reference_free:
+        if ref_chosen_logps is not None or ref_rejected_logps is not None:
+            raise ValueError("reference_free=True ignores the reference: do not pass ref_*_logps")
+        zero = torch.zeros((), dtype=torch.float32, device=device)
+        return zero, zero
+    if ref_chosen_logps is None or ref_rejected_logps is None:
+        raise ValueError("ref_chosen_logps and ref_rejected_logps are required unless reference_free=True")
+    _require_shape("ref_chosen_logps", ref_chosen_logps, shape)
+    _require_shape("ref_rejected_logps", ref_rejected_logps, shape)
+    return _upcast(ref_chosen_logps).detach(), _upcast(ref_rejected_logps).detach()
+
+
+def _dpo_pair_losses(h: Tensor, beta: float, loss_type: str, eps: float) -> Tensor:
+    """Each pair's loss from its log-ratio margin h (see `dpo_loss`)."""
+    if loss_type == "sigmoid":
+        return -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)
+    if loss_type == "robust":
+        return (-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1 - 2 * eps)
+    if loss_type == "ipo":
+        return (h - 1 / (2 * beta)) ** 2
+    return torch.relu(1 - beta * h)  # hinge
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,9 +45,6 @@ class RMSNorm(nn.Module):
         # x * rsqrt(mean(x^2) + eps) in fp32, cast back, then the weight: HF Llama's order of operations.
         return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
-    def reset_parameters(self):
-        nn.init.ones_(self.weight)
-
 
 def rope_frequencies(cfg: ModelConfig) -> torch.Tensor:
     """Inverse frequencies theta^(-2i/d) (fp32, CPU), with LLaMA-3.1 scaling when configured."""
@@ -88,6 +85,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 @dataclass
+class MaskViews:
+    """What the attention backends derive from one AttentionMask, built on first use and shared by
+    the layers of one forward (a forward runs on one device, so the views live on it)."""
+
+    dense: torch.Tensor | None = None                  # (B or 1, 1, T, S) bool for sdpa
+    packed_offsets: tuple[torch.Tensor, int] | None = None  # flash varlen over packed documents
+    padded_offsets: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None  # flash varlen, left padding
+    sparse_layouts: dict[str, torch.Tensor] = field(default_factory=dict)  # attention pattern -> block layout
+    sparse_token_masks: dict[str, torch.Tensor] = field(default_factory=dict)  # pattern -> (1, T, S) bool
+
+
+@dataclass
 class AttentionMask:
     """Which keys each query may attend to, shared by all layers of one forward.
 
@@ -96,7 +105,7 @@ class AttentionMask:
     holds a real token (`key_valid`), both belong to the same document (`document_ids`, packing)
     and the key is within the sliding window. A query always sees itself, so padding rows stay finite.
     What the backends derive from it (the dense mask, varlen offsets, sparse layouts) is built on
-    first use and cached here, so the layers of one forward share it.
+    first use and kept in `views`, so the layers of one forward share it.
     """
 
     q_start: int
@@ -104,7 +113,7 @@ class AttentionMask:
     key_valid: torch.Tensor | None = None  # (B, S) bool, None = every slot is real
     document_ids: torch.Tensor | None = None  # (B, T) int, only without a cache (S == T)
     window: int | None = None
-    _cache: dict = field(default_factory=dict, repr=False)
+    views: MaskViews = field(default_factory=MaskViews, repr=False)
 
     @property
     def n_keys(self) -> int:
@@ -115,13 +124,16 @@ class AttentionMask:
         """True when torch's `is_causal` (or flash's causal flag) alone describes the mask."""
         return self.key_valid is None and self.document_ids is None and self.window is None
 
-    def cached(self, key, build):
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
-
     def dense(self, device: torch.device, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """The mask as a (B or 1, 1, T, S) bool tensor (True = attend); `extra` (.., T, S) is ANDed in."""
+        """The mask as a (B or 1, 1, T, S) bool tensor (True = attend); `extra` (.., T, S) is ANDed in.
+        Without `extra` it is built once per forward."""
+        if extra is not None:
+            return self._build_dense(device, extra)
+        if self.views.dense is None:
+            self.views.dense = self._build_dense(device)
+        return self.views.dense
+
+    def _build_dense(self, device: torch.device, extra: torch.Tensor | None = None) -> torch.Tensor:
         q = torch.arange(self.q_start, self.n_keys, device=device)[:, None]  # (T, 1) query slots
         k = torch.arange(self.n_keys, device=device)[None, :]  # (1, S) key slots
         allowed = k <= q
@@ -139,27 +151,27 @@ class AttentionMask:
 
     def packed_offsets(self) -> tuple[torch.Tensor, int]:
         """Packed documents as varlen sequences: (cu_seqlens int32 over B*T tokens, max length)."""
-        def build():
+        if self.views.packed_offsets is None:
             ids = self.document_ids
             B, T = ids.shape
             starts = torch.ones_like(ids, dtype=torch.bool)
             starts[:, 1:] = ids[:, 1:] != ids[:, :-1]  # each maximal run of equal ids is one sequence
             flat = starts.flatten().nonzero().flatten()
             cu = torch.cat([flat, flat.new_tensor([B * T])]).to(torch.int32)
-            return cu, int((cu[1:] - cu[:-1]).max())
-        return self.cached("packed", build)
+            self.views.packed_offsets = (cu, int((cu[1:] - cu[:-1]).max()))
+        return self.views.packed_offsets
 
     def padded_offsets(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """Left padding as varlen: (flat indices of the real keys, cu_seqlens_q, cu_seqlens_k, max keys)."""
-        def build():
+        if self.views.padded_offsets is None:
             valid = self.key_valid
             B = valid.shape[0]
             n_valid = valid.sum(1)
             keep = valid.flatten().nonzero().flatten()
             cu_k = torch.cat([n_valid.new_zeros(1), n_valid.cumsum(0)]).to(torch.int32)
             cu_q = (torch.arange(B + 1, device=valid.device) * self.n_queries).to(torch.int32)
-            return keep, cu_q, cu_k, int(n_valid.max())
-        return self.cached("padded", build)
+            self.views.padded_offsets = (keep, cu_q, cu_k, int(n_valid.max()))
+        return self.views.padded_offsets
 
 
 class KVCache:
@@ -216,8 +228,7 @@ def _sdpa(q, k, v, mask: AttentionMask, extra: torch.Tensor | None = None) -> to
         if mask.q_start == 0 or not is_causal:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, enable_gqa=gqa)
             return out.transpose(1, 2)
-    allowed = mask.cached(("dense", q.device), lambda: mask.dense(q.device)) if extra is None else mask.dense(q.device, extra)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=gqa)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.dense(q.device, extra), enable_gqa=gqa)
     return out.transpose(1, 2)
 
 
@@ -251,15 +262,16 @@ def _sparse(q, k, v, mask: AttentionMask, cfg: ModelConfig, pattern: str) -> tor
     from mathlm.kernels import block_sparse_attention
     from mathlm.kernels.sparse_layouts import layout_for_pattern, layout_to_token_mask
 
-    bs = cfg.sparse_block_size
-    n_blocks = -(-mask.n_keys // bs)
-    layout = mask.cached(("layout", pattern, q.device),
-                         lambda: layout_for_pattern(pattern, n_blocks, cfg).to(q.device))  # (1, nb, nb) bool, causal
+    bs, views = cfg.sparse_block_size, mask.views
+    if pattern not in views.sparse_layouts:
+        n_blocks = -(-mask.n_keys // bs)
+        views.sparse_layouts[pattern] = layout_for_pattern(pattern, n_blocks, cfg).to(q.device)  # (1, nb, nb) bool, causal
+    layout = views.sparse_layouts[pattern]
     if mask.is_plain_causal and mask.q_start == 0:
         return block_sparse_attention(q, k, v, layout, bs, causal=True)
-    token_mask = mask.cached(("token_mask", pattern, q.device),
-                             lambda: layout_to_token_mask(layout, bs, mask.n_keys)[:, mask.q_start:mask.n_keys, :])
-    return _sdpa(q, k, v, mask, token_mask)  # token_mask (1, T, S)
+    if pattern not in views.sparse_token_masks:
+        views.sparse_token_masks[pattern] = layout_to_token_mask(layout, bs, mask.n_keys)[:, mask.q_start:mask.n_keys, :]
+    return _sdpa(q, k, v, mask, views.sparse_token_masks[pattern])  # token mask (1, T, S)
 
 
 class Attention(nn.Module):

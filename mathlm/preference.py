@@ -2,8 +2,8 @@
 
     result = rejection_sample(samplers, problems, k=8)                   # mathlm.rft
     pairs = build_preference_pairs(result.samples, max_pairs_per_prompt=4)
-    for pair, w in zip(pairs, hardness_weights(pairs)):                 # optional
-        pair["weight"] = w
+    weights = hard_sample_weights(scores=[p["correct_fraction"] for p in pairs])   # optional
+    pairs = [{**p, "weight": w} for p, w in zip(pairs, weights.tolist())]
     examples = encode_preference_pairs(pairs, tok, max_len=512)
     precompute_reference_logps(policy, examples, pad_id=tok.pad_id)      # the SFT model, before training
     batches = BatchIterator(examples, 16, partial(collate_preference, pad_id=tok.pad_id))
@@ -32,7 +32,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn as nn
@@ -57,7 +57,7 @@ def build_preference_pairs(samples: Sequence[dict], max_pairs_per_prompt: int = 
     Returns pairs in the order the prompts first appear: {id, domain, question, answer, chosen,
     rejected, chosen_sampler, rejected_sampler, rejected_predicted, correct_fraction}, where
     correct_fraction is the fraction of the prompt's samples that are correct (its hardness: low
-    is hard; `mathlm.rft.hardness_weights(pairs)` turns it into loss weights). Prompts whose
+    is hard; `mathlm.losses.hard_sample_weights(scores=...)` turns it into loss weights). Prompts whose
     samples are all correct or all wrong give no pair.
     """
     if max_pairs_per_prompt < 1:
@@ -247,10 +247,11 @@ class DPOLoss:
     otherwise the batch must carry the precomputed reference log-probs.
     length_normalized: divide policy and reference log-probs by each response's token count
     (what TRL feeds IPO). rpo_alpha > 0 adds the length-normalised NLL of the chosen responses.
-    weighted: multiply each pair's loss by batch["weights"] (e.g. `hardness_weights`):
+    weighted: multiply each pair's loss by batch["weights"] (e.g. `hard_sample_weights`):
     loss = mean_i w_i * l_i; the metrics stay unweighted batch means.
     """
 
+    normalization: ClassVar[str] = "micro_batches"  # a mean over pairs (mathlm.train.LossFn)
     beta: float = 0.1
     loss_type: str = "sigmoid"
     label_smoothing: float = 0.0

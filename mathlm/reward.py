@@ -37,6 +37,7 @@ from .losses import reward_loss
 from .model import Transformer
 from .scalar_head import ScalarHeadModel, last_token_index
 from .tokenizer import Tokenizer, has_tokenizer
+from .train import normalized_by
 
 PAIR_FIELDS = ("question", "chosen", "rejected")
 
@@ -133,6 +134,7 @@ def last_token_scores(model: nn.Module, tokens: torch.Tensor, attention_mask: to
     return values.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)
 
 
+@normalized_by("micro_batches")
 def reward_loss_fn(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The Trainer loss of a `collate_pairs` batch: one forward over chosen and rejected, then
     `reward_loss` (Bradley-Terry) with the pairs' margins."""

@@ -57,7 +57,7 @@ from .evaluation import pass_at_k
 from .grading import boxed_spans, extract_answer, math_equal
 
 __all__ = ["Sampler", "ModelSampler", "RFTResult", "rejection_sample", "path_signature", "path_format",
-           "prose_equations", "code_signature", "hardness_weights"]
+           "prose_equations", "code_signature"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,24 +562,3 @@ def rejection_sample(samplers: Sampler | Sequence[Sampler], problems: Sequence[d
               f"({stats['distinct_paths_per_covered_problem']:.2f} per covered), {duplicates} duplicates dropped, "
               f"{capped} over the cap", file=sys.stderr, flush=True)
     return RFTResult(records, all_samples, stats)
-
-
-def hardness_weights(items: Sequence[dict], temperature: float = 1.0, min_weight: float = 0.0,
-                     max_weight: float = math.inf) -> list[float]:
-    """Per-item loss weights from each item's `correct_fraction` (RFT records, graded samples or
-    preference pairs): `mathlm.losses.hard_sample_weights(scores=correct_fraction)`, so items of
-    problems the samplers rarely solved weigh more and the weights average 1 over `items`.
-    Store them as `item["weight"]`: encode_sft_records and encode_preference_pairs read that key."""
-    import torch
-
-    from .losses import hard_sample_weights
-
-    if not items:
-        raise ValueError("hardness_weights needs at least one item")
-    missing = [i for i, x in enumerate(items) if not isinstance(x.get("correct_fraction"), (int, float))]
-    if missing:
-        raise ValueError(f"item {missing[0]} has no numeric 'correct_fraction' (got "
-                         f"{items[missing[0]].get('correct_fraction')!r})")
-    scores = torch.tensor([float(x["correct_fraction"]) for x in items], dtype=torch.float64)
-    return hard_sample_weights(scores=scores, temperature=temperature, min_weight=min_weight,
-                               max_weight=max_weight).tolist()

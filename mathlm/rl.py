@@ -22,7 +22,7 @@ One RL step
 5. Update: `ppo_epochs` passes over the rollout in shuffled minibatches of `minibatch_size`
    sequences; each minibatch is one `Trainer.step` (policy; and the value model's own Trainer for
    PPO), so the optimizer, schedule, clipping, NaN guard and checkpoints are the shared ones.
-   `TrainConfig.max_steps` therefore counts optimizer updates: `rl_steps * config.updates_per_step`.
+   `TrainConfig.max_steps` therefore counts optimizer updates: `config.optimizer_steps(rl_steps)`.
 
 docs/rl.md has the equations, the configuration and what the tests show.
 """
@@ -50,7 +50,7 @@ from .losses import (AGGREGATIONS, KL_KINDS, aggregate_token_losses, gae, grpo_a
                      token_level_rewards, token_logprobs)
 from .rollout import Rollout, sample_rollout
 from .scalar_head import ScalarHeadModel
-from .train import TrainConfig, Trainer
+from .train import TrainConfig, Trainer, normalized_by
 
 __all__ = ["RLConfig", "RLTrainer", "Advantages", "grade_response", "has_final_answer", "compute_rewards",
            "reward_model_fn",
@@ -165,6 +165,10 @@ class RLConfig:
     def updates_per_step(self) -> int:
         """Optimizer updates per RL step: epochs x minibatches."""
         return self.ppo_epochs * math.ceil(self.rollout_size / self.minibatch_size)
+
+    def optimizer_steps(self, rl_steps: int) -> int:
+        """`TrainConfig.max_steps` of a run of `rl_steps` RL steps: the policy's optimizer updates."""
+        return rl_steps * self.updates_per_step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,6 +294,7 @@ def compute_advantages(config: RLConfig, scores: torch.Tensor, response_mask: to
 # Minibatch losses (Trainer loss_fns; every tensor of the batch is token-aligned, read at [:, 1:])
 
 
+@normalized_by("tokens")
 def rl_policy_loss(model: nn.Module, batch: dict, num_target_tokens: torch.Tensor | float | None = None, *,
                    config: RLConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped policy loss of one micro-batch, plus kl_coef * KL(policy || reference) when
@@ -312,6 +317,7 @@ def rl_policy_loss(model: nn.Module, batch: dict, num_target_tokens: torch.Tenso
     return loss, metrics
 
 
+@normalized_by("tokens")
 def rl_value_loss(model: nn.Module, batch: dict, num_target_tokens: torch.Tensor | float | None = None, *,
                   config: RLConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss (token mean) of one micro-batch, times value_coef."""
@@ -358,7 +364,7 @@ class RLTrainer:
     policy: the Transformer to train (its initial weights become the frozen reference).
     tokenizer: `encode_prompt(question)`, `decode(ids)`, `eos_id`, `pad_id` (a mathlm Tokenizer).
     train_config: the policy's optimizer settings; `max_steps` counts optimizer updates
-        (`rl_steps * config.updates_per_step`). The value model (PPO) trains with a copy whose lr is
+        (`config.optimizer_steps(rl_steps)`). The value model (PPO) trains with a copy whose lr is
         `config.value_lr` (when set) and whose out_dir is `<out_dir>/value`.
     reward_model: callable (questions, responses) -> floats, or a mathlm.reward.RewardModel (scored
         on (question, response) pairs), weighted by `reward_model_weight`.
@@ -550,12 +556,12 @@ class RLTrainer:
         """Run `steps` RL steps; returns their statistics (also appended to `self.history`)."""
         if steps < 1:
             raise ValueError(f"steps ({steps}) must be >= 1")
-        needed = self.policy_trainer.global_step + steps * self.config.updates_per_step
-        if needed > self.policy_trainer.config.max_steps:
-            raise ValueError(f"{steps} RL steps need {steps * self.config.updates_per_step} optimizer updates "
+        updates = self.config.optimizer_steps(steps)
+        if self.policy_trainer.global_step + updates > self.policy_trainer.config.max_steps:
+            raise ValueError(f"{steps} RL steps need {updates} optimizer updates "
                              f"({self.config.updates_per_step} per step) after the {self.policy_trainer.global_step} "
                              f"done, but train_config.max_steps is {self.policy_trainer.config.max_steps}: set "
-                             f"max_steps = rl_steps * RLConfig.updates_per_step")
+                             f"max_steps = RLConfig.optimizer_steps(rl_steps)")
         self._started, self._plan = time.perf_counter(), (self.rl_step, self.rl_step + steps)
         return [self.step() for _ in range(steps)]
 

@@ -53,7 +53,7 @@ class RunConfig(TrainConfig):
     vocab_size: int = 1024               # vocabulary of a tokenizer trained here
     n_per_domain: int = 20               # generated records per domain when --data is empty
     batch_size: int = 16                 # rows per micro-batch, all ranks together
-    seq_len: int = 384                   # tokens per (packed) row; longer examples are cut to it
+    seq_len: int = 384                   # tokens per (packed) row; longer examples are cut to it; the model's context is at least this
     out_dir: str = dataclasses.field(default="runs/recipe", init=False)  # set from --out
 
     def __post_init__(self):
@@ -164,6 +164,7 @@ def prepare_run(cfg: RunConfig, model_overrides: dict | None = None,
     # float32 master weights whatever the folder stores: bf16 weights would round away most AdamW updates
     # at fine-tuning learning rates (the Trainer autocasts the forward to bf16 on GPUs).
     model = load_model(cfg.checkpoint, tokenizer, dtype=torch.float32, device=info.device, seed=cfg.seed,
+                       seq_len=cfg.seq_len,
                        **(model_overrides or {}))
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model.config.vocab_size}")
@@ -186,12 +187,19 @@ def finish_run(out: str | Path, model, tokenizer, summary: dict, *, files: dict 
 
 
 def load_model(checkpoint: str, tokenizer=None, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
-               seed: int = 0, **overrides) -> Transformer:
+               seed: int = 0, seq_len: int | None = None, **overrides) -> Transformer:
     """`checkpoint` is an HF-layout folder (config.json + safetensors) or a preset name (fresh weights,
-    vocabulary sized to `tokenizer` when given). `overrides` change ModelConfig fields."""
+    vocabulary sized to `tokenizer` when given). `overrides` change ModelConfig fields.
+
+    `seq_len` (a recipe's `--seq_len`, the training row length) must fit the model's context: a
+    preset's `max_seq_len` is raised to it when shorter; a folder whose `max_seq_len` is shorter
+    is an error (its positions were never trained)."""
     path = Path(checkpoint)
     if path.is_dir():
-        return load_hf_checkpoint(path, dtype=dtype, device=device, **overrides)
+        model = load_hf_checkpoint(path, dtype=dtype, device=device, **overrides)
+        if seq_len is not None and seq_len > model.config.max_seq_len:
+            raise ValueError(f"seq_len ({seq_len}) exceeds the max_seq_len ({model.config.max_seq_len}) of {path}")
+        return model
     if checkpoint not in PRESETS:
         raise ValueError(f"checkpoint {checkpoint!r} is neither a folder nor a preset; presets: {', '.join(PRESETS)}")
     if tokenizer is not None:
@@ -199,6 +207,8 @@ def load_model(checkpoint: str, tokenizer=None, dtype: torch.dtype | None = None
         overrides.setdefault("bos_id", tokenizer.bos_id)
         overrides.setdefault("eos_id", tokenizer.eos_id)
         overrides.setdefault("pad_id", tokenizer.pad_id)
+    if seq_len is not None:
+        overrides.setdefault("max_seq_len", max(PRESETS[checkpoint]["max_seq_len"], seq_len))
     cfg = ModelConfig.from_preset(checkpoint, **overrides)
     torch.manual_seed(seed)
     with torch.device(device):
@@ -288,15 +298,16 @@ class RLRunConfig(RunConfig):
     """A PPO/GRPO recipe: the run, the RL settings (`--rl.<field>`) and how long."""
 
     rl: RLConfig = dataclasses.field(default_factory=RLConfig)
-    rl_steps: int = 20                   # RL steps (rollout + updates); max_steps is derived from it
+    rl_steps: int = 20                   # RL steps (rollout + updates)
+    max_steps: int = dataclasses.field(default=1, init=False)  # optimizer updates: rl.optimizer_steps(rl_steps), no flag
     reward_model: str = ""               # folder of a reward model (mathlm.reward) scored into the reward
-    lr: float = 3e-5                     # RL wants an lr about 10x below SFT's (CALIBRATION.md)
+    lr: float = 3e-5                     # RL wants an lr about 10x below SFT's (docs/calibration.md)
     weight_decay: float = 0.0
     log_every: int = 1000                # the inner optimizer steps; RL steps log through RLTrainer
 
     def __post_init__(self):
         super().__post_init__()
-        self.max_steps = self.rl_steps * self.rl.updates_per_step
+        self.max_steps = self.rl.optimizer_steps(self.rl_steps)
 
 
 def run_rl(cfg: RLRunConfig, run: Run | None = None):

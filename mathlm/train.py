@@ -6,21 +6,24 @@
     trainer.resume("latest", missing_ok=True)        # continue a killed run exactly
     trainer.train()
 
-A loss is a function `loss_fn(model, batch) -> (loss, metrics)`; SFT, DPO, reward, critique and
-RL minibatch losses all plug in. `Trainer.step(micro_batches)` is public: an RL loop builds its
+A loss is a `LossFn`: `loss_fn(model, batch, **kwargs) -> (loss, metrics)` that declares how the
+Trainer normalises it, `loss_fn.normalization` ("tokens" or "micro_batches", set with the
+`normalized_by` decorator or a class attribute; a `functools.partial` carries its function's).
+SFT, DPO, reward, critique and RL minibatch losses all plug in. `Trainer.step(micro_batches)` is public: an RL loop builds its
 minibatches itself and calls it; `Trainer.train()` pulls `grad_accum` micro-batches per step from
 `train_batches` until `max_steps`.
 
 One optimizer step (`Trainer.step`):
 1. lr from the schedule: linear warmup from lr/warmup to lr over `warmup_steps`, then cosine or
    linear decay to `min_lr_ratio * lr` at `max_steps`, or constant (`lr_at`).
-2. Normalisation. If `loss_fn` has a `num_target_tokens` parameter, the trainer counts the
-   targets (`batch["loss_mask"]`) of ALL micro-batches on ALL ranks, N, and passes N / world_size:
+2. Normalisation. For a "tokens" loss the trainer counts the
+   targets (`batch["loss_mask"]`) of ALL micro-batches on ALL ranks, N, and passes N / world_size
+   as the keyword `num_target_tokens`:
    each micro-batch loss is then (its summed token losses) / N * world_size, the micro-batch
    losses are summed and the ranks' gradients averaged, which gives exactly the gradient of the
-   token mean over the whole step, however the tokens are split. Otherwise each micro-batch
-   loss is divided by the number of micro-batches (a mean of micro-batch means: right for losses
-   whose unit is the sequence or the pair, like DPO).
+   token mean over the whole step, however the tokens are split. For a "micro_batches" loss
+   (called without keywords) each micro-batch loss is divided by the number of micro-batches (a
+   mean of micro-batch means: right for losses whose unit is the sequence or the pair, like DPO).
 3. Forward/backward per micro-batch under bf16 autocast on GPU (FSDP2 casts through its mixed
    precision policy instead); gradient all-reduce only on the last micro-batch.
 4. Clip the global gradient norm to `max_grad_norm`.
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
+import functools
 import json
 import math
 import os
@@ -47,7 +50,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Protocol, Sequence
 
 import torch
 import torch.nn as nn
@@ -58,6 +61,46 @@ from .model import Block, Transformer
 from .train_checkpoint import FORMATS, latest_checkpoint, load_checkpoint, save_checkpoint
 
 SCHEDULES = ("cosine", "linear", "constant")
+NORMALIZATIONS = ("tokens", "micro_batches")
+Normalization = Literal["tokens", "micro_batches"]
+
+
+class LossFn(Protocol):
+    """What the Trainer calls once per micro-batch: `(loss, {name: scalar tensor})`.
+
+    normalization "tokens": called as `loss_fn(model, batch, num_target_tokens=N)` and returns
+        the micro-batch's summed token losses / N (N: the step's target count over all micro-batches
+        and ranks, divided by the world size), so the step's gradient is the token mean's.
+    normalization "micro_batches": called as `loss_fn(model, batch)` and returns a mean over the
+        micro-batch's own units (sequences, pairs); the Trainer divides it by the micro-batch count.
+    """
+
+    normalization: Normalization
+
+    def __call__(self, model: nn.Module, batch: Any, **kwargs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+
+def normalized_by(normalization: Normalization) -> Callable[[Callable], Callable]:
+    """Decorator declaring a loss function's `normalization` (see `LossFn`)."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization ({normalization!r}) must be one of {NORMALIZATIONS}")
+
+    def declare(fn: Callable) -> Callable:
+        fn.normalization = normalization
+        return fn
+
+    return declare
+
+
+def loss_normalization(loss_fn: LossFn) -> Normalization:
+    """The declared normalization of `loss_fn` (a `functools.partial` carries its function's)."""
+    declared = getattr(loss_fn, "normalization", None)
+    if declared is None and isinstance(loss_fn, functools.partial):
+        declared = getattr(loss_fn.func, "normalization", None)
+    if declared not in NORMALIZATIONS:
+        raise ValueError(f"loss_fn {loss_fn!r} declares normalization {declared!r}; it must declare one of "
+                         f"{NORMALIZATIONS} (decorate it with @normalized_by(...) or set the attribute)")
+    return declared
 
 
 @dataclass
@@ -136,6 +179,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
                              fused=fused or None)
 
 
+@normalized_by("tokens")
 def causal_lm_loss(model: nn.Module, batch: dict, num_target_tokens: torch.Tensor | float | None = None):
     """The loss_fn of pretraining and SFT on mathlm.batching batches: response-token cross-entropy,
     normalised by the step's target count the Trainer passes (see the module docstring)."""
@@ -171,7 +215,7 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 def _count_loss_mask(batch: Any) -> torch.Tensor:
     if not isinstance(batch, dict) or "loss_mask" not in batch:
-        raise ValueError("loss_fn takes num_target_tokens, so the Trainer counts batch['loss_mask']; this "
+        raise ValueError("loss_fn is normalized by tokens, so the Trainer counts batch['loss_mask']; this "
                          "batch has none: pass Trainer(count_targets=...) to count its targets")
     return batch["loss_mask"].sum()
 
@@ -189,7 +233,8 @@ class Trainer:
         already sharded with mathlm.distributed.shard_model). Under torchrun the trainer wraps it
         in DDP or shards it with FSDP2 (`config.distributed`); `trainer.model` stays the unwrapped
         module (state dicts, eval) and `loss_fn` receives the module to call (the DDP wrapper).
-    loss_fn(model, batch[, num_target_tokens]) -> (scalar loss, {name: scalar tensor}).
+    loss_fn: a `LossFn`, `(model, batch[, num_target_tokens=]) -> (scalar loss, {name: scalar tensor})`
+        with its declared `normalization`.
     train_batches: an endless iterable of micro-batches for this rank; its `state_dict()` (as
         BatchIterator has) is the data position in checkpoints. A plain deterministic iterable
         works too: resume then skips the micro-batches already consumed.
@@ -201,13 +246,13 @@ class Trainer:
     tokenizer: saved into every full checkpoint folder as tokenizer.model.
     """
 
-    def __init__(self, model: nn.Module, config: TrainConfig, loss_fn: Callable, train_batches=None,
+    def __init__(self, model: nn.Module, config: TrainConfig, loss_fn: LossFn, train_batches=None,
                  eval_fn: Callable | None = None, *, count_targets: Callable | None = None,
                  stateful: dict[str, Any] | None = None, tokenizer=None):
         self.config = cfg = config
         self.loss_fn, self.train_batches, self.eval_fn = loss_fn, train_batches, eval_fn
         self.count_targets = count_targets or _count_loss_mask
-        self.token_normalized = "num_target_tokens" in inspect.signature(loss_fn).parameters
+        self.token_normalized = loss_normalization(loss_fn) == "tokens"
         self.stateful, self.tokenizer = dict(stateful or {}), tokenizer
         self.rank, self.world_size = D.get_rank(), D.get_world_size()
         self.device = next(model.parameters()).device

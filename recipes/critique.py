@@ -55,7 +55,6 @@ class CritiqueConfig(RunConfig):
     by_group: bool = True                # batches of whole groups (a question with its bad twins)
     pair_weight: float = 0.0             # weight of the Bradley-Terry term over good/bad twins
     threshold: float = 0.5               # P(good) at or above which an input is judged good
-    max_len: int = 384                   # tokens per example
     batch_size: int = 8                  # examples (groups with --by_group) per micro-batch
     lr: float = 1e-3
     warmup_steps: int = 10
@@ -94,12 +93,12 @@ def main(argv=None) -> dict:
     # ---- train: the backbone from --checkpoint, a fresh head
     critic = ScalarHeadModel(run.model)
     before = evaluate_critique(critic, split["held_out"], run.tokenizer, threshold=cfg.threshold)
-    batches = critique_batches(split["train"], run.tokenizer, cfg.batch_size, cfg.max_len, seed=cfg.seed,
+    batches = critique_batches(split["train"], run.tokenizer, cfg.batch_size, cfg.seq_len, seed=cfg.seed,
                                by_group=cfg.by_group)
     trainer = Trainer(critic, cfg, partial(critique_loss_fn, pair_weight=cfg.pair_weight), batches,
                       eval_fn=critique_eval_fn(split["held_out"], run.tokenizer, threshold=cfg.threshold))
     trainer.train()
-    scorer = CritiqueScorer(critic.eval(), run.tokenizer, max_len=cfg.max_len)
+    scorer = CritiqueScorer(critic.eval(), run.tokenizer, max_len=cfg.seq_len)
     after = evaluate_critique(scorer, split["held_out"], threshold=cfg.threshold, by_source=True)
 
     # ---- save

@@ -32,7 +32,7 @@ import copy
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -42,10 +42,11 @@ from mathlm import Tokenizer
 from mathlm.batching import BatchIterator
 from mathlm.cli import parse_config
 from mathlm.critique import (CritiqueScorer, build_critique_dataset, critique_batches, critique_loss_fn,
-                             critique_sample_weights, evaluate_critique)
+                             evaluate_critique)
 from mathlm.data import (dedup, generate_dataset, mutate_records, normalize_question, save_dataset,
                          self_instruct, split_dataset)
 from mathlm.evaluation import evaluate_model, win_rate
+from mathlm.losses import hard_sample_weights
 from mathlm.preference import (DPOLoss, build_preference_pairs, collate_preference,
                                encode_preference_pairs, precompute_reference_logps)
 from mathlm.report import mean_over_seeds, write_report
@@ -91,11 +92,14 @@ class PipelineConfig:
     dpo_steps: int = 40
     rl_steps: int = 30
     batch_size: int = 16
-    lr: float = 2e-3
-    pretrain_lr: float = 3e-3            # the base model's pretraining (the samplers' base uses lr)
-    rft_lr: float = 1e-3
+    pretrain_lr: float = 3e-3            # the base model's pretraining
+    sampler_pretrain_lr: float = 2e-3    # the samplers' smaller base
+    sft_lr: float = 2e-3                 # SFT and the CoT-only / PoT-only baselines (docs/calibration.md)
+    sampler_lr: float = 2e-3             # the two small samplers' SFT
+    critique_lr: float = 2e-3            # the critique model
+    rft_lr: float = 1e-3                 # RFT and sft_continued
     dpo_lr: float = 2e-5
-    rl_lr: float = 3e-5
+    rl_lr: float = 3e-5                  # about 10x below SFT's (docs/calibration.md)
     eval_every: int = 100                # validation checks during SFT (checkpoint choice)
     # ---- RFT / DPO / RL
     k: int = 4                           # samples per problem per sampler
@@ -233,148 +237,239 @@ class TemplateSolver:
         return [t[0] for t in self.sampler.sample(questions, 1, self.temperature, self.seed)]
 
 
-# ---------------------------------------------------------------------------- one seed
+# ---------------------------------------------------------------------------- one seed, stage by stage
 
 
-def run_seed(cfg: PipelineConfig, seed: int) -> dict:
-    out = Path(cfg.out) / f"seed{seed}"
-    progress = Progress(seed - cfg.seed, cfg.seeds)
-    torch.manual_seed(seed)
-    tools = lambda: Session(timeout=2.0)  # noqa: E731
+@dataclass
+class SeedRun:
+    """What the stages of one seed share: the settings, the data, the tokenizer, the models trained
+    so far (by stage name) and each stage's figures for results.json."""
 
-    progress.stage("data")
-    data = build_data(cfg, seed, out)
-    print("  " + ", ".join(f"{k} {len(v)}" for k, v in data.items()), flush=True)
+    cfg: PipelineConfig
+    seed: int
+    out: Path
+    progress: Progress
+    data: dict[str, list[dict]] = field(default_factory=dict)
+    tok: Tokenizer | None = None
+    models: dict[str, torch.nn.Module] = field(default_factory=dict)
+    stages: dict[str, dict] = field(default_factory=dict)
 
-    progress.stage("tokenizer")
-    texts = [r["question"] + "\n" + r["cot"] for r in data["corpus"]]
-    texts += [r[k] for r in data["labelled"] for k in ("question", "mixed", "cot", "pot")]
-    tok = Tokenizer.train(texts, vocab_size=cfg.vocab_size, path=out / "tokenizer.model")
+    @staticmethod
+    def tools() -> Session:
+        return Session(timeout=2.0)
 
-    progress.stage("pretrain", f"{len(data['corpus'])} documents")
-    docs = lm_examples(tok, texts=[r["question"] + "\n" + r["cot"] for r in data["corpus"]], max_len=cfg.seq_len)
-    base = load_model("tiny", tok, seed=seed, max_seq_len=max(512, cfg.seq_len))
-    train_lm(base, tok, docs, train_config(cfg, out / "pretrain", cfg.pretrain_steps, cfg.pretrain_lr, seed),
+    def sft(self, model, records, key, steps, lr, name, seed=None, val=None):
+        return sft(self.cfg, model, self.tok, records, key, steps, lr, self.out / name,
+                   self.seed if seed is None else seed, val)
+
+    def train_config(self, name: str, steps: int, lr: float, log_every: int | None = None) -> TrainConfig:
+        return train_config(self.cfg, self.out / name, steps, lr, self.seed, log_every)
+
+
+def corpus_texts(data: dict[str, list[dict]]) -> list[str]:
+    return [r["question"] + "\n" + r["cot"] for r in data["corpus"]]
+
+
+def train_tokenizer(run: SeedRun) -> None:
+    texts = corpus_texts(run.data)
+    texts += [r[k] for r in run.data["labelled"] for k in ("question", "mixed", "cot", "pot")]
+    run.tok = Tokenizer.train(texts, vocab_size=run.cfg.vocab_size, path=run.out / "tokenizer.model")
+
+
+def pretrain_bases(run: SeedRun):
+    """The base model and the samplers' smaller base, next-token prediction on the corpus."""
+    cfg, tok, seed = run.cfg, run.tok, run.seed
+    docs = lm_examples(tok, texts=corpus_texts(run.data), max_len=cfg.seq_len)
+    base = load_model("tiny", tok, seed=seed, seq_len=cfg.seq_len)
+    train_lm(base, tok, docs, run.train_config("pretrain", cfg.pretrain_steps, cfg.pretrain_lr),
              batch_size=cfg.batch_size, seq_len=cfg.seq_len)
-    small_base = load_model("tiny", tok, seed=seed + 1, dim=cfg.sampler_dim, n_layers=cfg.sampler_layers,
-                            n_heads=4, n_kv_heads=2, hidden_dim=cfg.sampler_dim * 3, max_seq_len=max(512, cfg.seq_len))
-    train_lm(small_base, tok, docs, train_config(cfg, out / "pretrain_small", cfg.sampler_pretrain_steps, cfg.lr, seed),
+    small_base = load_model("tiny", tok, seed=seed + 1, seq_len=cfg.seq_len, dim=cfg.sampler_dim,
+                            n_layers=cfg.sampler_layers, n_heads=4, n_kv_heads=2, hidden_dim=cfg.sampler_dim * 3)
+    train_lm(small_base, tok, docs, run.train_config("pretrain_small", cfg.sampler_pretrain_steps,
+                                                     cfg.sampler_pretrain_lr),
              batch_size=cfg.batch_size, seq_len=cfg.seq_len)
+    return base, small_base
 
-    progress.stage("sft", f"mixed CoT+PoT on {len(data['labelled'])} labelled problems")
-    models = {}
-    models["sft"] = copy.deepcopy(base)
-    best = sft(cfg, models["sft"], tok, data["labelled"], "mixed", cfg.sft_steps, cfg.lr, out / "sft", seed, data["val"])
-    stages = {"sft": {"selected_step": best.step, "val_accuracy": best.best}}
 
-    progress.stage("baselines", "CoT-only and PoT-only with the same budget")
-    for name, key in (("cot_only", "cot"), ("pot_only", "pot")):
-        models[name] = copy.deepcopy(base)
-        best = sft(cfg, models[name], tok, data["labelled"], key, cfg.sft_steps, cfg.lr, out / name, seed, data["val"])
-        stages[name] = {"selected_step": best.step, "val_accuracy": best.best}
+def train_sft_models(run: SeedRun, base) -> None:
+    """SFT (mixed CoT+PoT) and the CoT-only and PoT-only baselines with the same budget, each
+    checkpoint chosen on the validation split."""
+    cfg, labelled = run.cfg, run.data["labelled"]
+    for i, (name, key) in enumerate((("sft", "mixed"), ("cot_only", "cot"), ("pot_only", "pot"))):
+        if i == 1:
+            run.progress.stage("baselines", "CoT-only and PoT-only with the same budget")
+        run.models[name] = copy.deepcopy(base)
+        best = run.sft(run.models[name], labelled, key, cfg.sft_steps, cfg.sft_lr, name, val=run.data["val"])
+        run.stages[name] = {"selected_step": best.step, "val_accuracy": best.best}
 
-    progress.stage("samplers", "two small models (mixed) for rejection sampling")
-    samplers = []
+
+def train_samplers(run: SeedRun, small_base) -> list[ModelSampler]:
+    """Two small models fine-tuned (mixed) from the small base, for rejection sampling."""
+    cfg, samplers = run.cfg, []
     for j in range(2):
         small = copy.deepcopy(small_base)
-        sft(cfg, small, tok, data["labelled"], "mixed", cfg.sampler_steps, cfg.lr, out / f"sampler{j}", seed + 100 + j)
-        samplers.append(ModelSampler(small, tok, cfg.max_new_tokens, tools=tools, name=f"small{j}"))
+        run.sft(small, run.data["labelled"], "mixed", cfg.sampler_steps, cfg.sampler_lr, f"sampler{j}",
+                seed=run.seed + 100 + j)
+        samplers.append(ModelSampler(small, run.tok, cfg.max_new_tokens, tools=run.tools, name=f"small{j}"))
+    return samplers
 
-    # Self-instruct: the base model writes new questions, the PoT baseline solves them several times.
-    new = self_instruct(data["labelled"], TextCompleter(base, tok, max_new_tokens=64, temperature=1.0, seed=seed,
-                                                        stop=["\nProblem:", "\n"]),
-                        rounds=1, per_round=cfg.self_instruct, k=3, n_solutions=3,
-                        solve_fn=TemplateSolver(models["pot_only"], tok, cfg, seed), seed=seed, progress=True)
+
+def grow_pool(run: SeedRun, base) -> tuple[list[dict], list[dict], int]:
+    """Self-instruct (the base model writes questions, the PoT baseline solves them several times),
+    then the answer-only pool split into the RFT part and the RL part. Returns (rft_pool, rl_pool,
+    the number of self-instruct questions kept)."""
+    cfg, tok, seed, data = run.cfg, run.tok, run.seed, run.data
+    writer = TextCompleter(base, tok, max_new_tokens=64, temperature=1.0, seed=seed, stop=["\nProblem:", "\n"])
+    new = self_instruct(data["labelled"], writer, rounds=1, per_round=cfg.self_instruct, k=3, n_solutions=3,
+                        solve_fn=TemplateSolver(run.models["pot_only"], tok, cfg, seed), seed=seed, progress=True)
     held = {normalize_question(r["question"]) for r in data["val"] + data["test"]}
     new = [r for r in new if normalize_question(r["question"]) not in held]
     print(f"  self-instruct kept {len(new)} of {cfg.self_instruct} candidates", flush=True)
     pool = answer_only(data["pool"]) + answer_only(new)
     random.Random(seed).shuffle(pool)
-    rft_pool, rl_pool = pool[:cfg.rft_pool], pool[cfg.rft_pool:] or pool
+    return pool[:cfg.rft_pool], pool[cfg.rft_pool:] or pool, len(new)
 
-    samplers.append(ModelSampler(models["sft"], tok, cfg.max_new_tokens, tools=tools, name="sft"))
-    progress.stage("rft sampling", f"{len(rft_pool)} pool problems x {cfg.k} samples x {len(samplers)} samplers "
-                                   f"(two small models and the SFT model)")
-    sampled = rejection_sample(samplers, rft_pool, cfg.k, cfg.temperature, max_paths_per_problem=cfg.max_paths,
-                               seed=seed)
 
-    progress.stage("critique", "graded samples + corrupted questions")
-    graded = [{"question": s["question"], "solution": s["response"], "correct": s["correct"]} for s in sampled.samples]
-    split = build_critique_dataset(data["labelled"] + data["pool"][:len(data["labelled"])], graded, seed=seed)
-    critic = ScalarHeadModel(copy.deepcopy(models["sft"]))  # starts from a model that knows the solution format
-    Trainer(critic, train_config(cfg, out / "critique", cfg.critique_steps, cfg.lr, seed), critique_loss_fn,
+def train_critique(run: SeedRun, samples: list[dict]):
+    """The critique model, trained on the samplers' graded samples and on corrupted questions;
+    returns its scorer and its agreement / F1 on held-out examples (the summary for results.json)."""
+    cfg, tok, seed = run.cfg, run.tok, run.seed
+    graded = [{"question": s["question"], "solution": s["response"], "correct": s["correct"]} for s in samples]
+    labelled = run.data["labelled"]
+    split = build_critique_dataset(labelled + run.data["pool"][:len(labelled)], graded, seed=seed)
+    critic = ScalarHeadModel(copy.deepcopy(run.models["sft"]))  # starts from a model that knows the solution format
+    Trainer(critic, run.train_config("critique", cfg.critique_steps, cfg.critique_lr), critique_loss_fn,
             critique_batches(split["train"], tok, cfg.batch_size, cfg.seq_len, seed=seed)).train()
     scorer = CritiqueScorer(critic.eval(), tok, max_len=cfg.seq_len)
     critique = evaluate_critique(scorer, split["held_out"])
-    print(f"  critique on {len(split['held_out'])} held-out examples: agreement {critique['overall']['agreement']:.3f}, "
-          f"F1 good {critique['overall']['f1_pos']:.3f} / bad {critique['overall']['f1_neg']:.3f}", flush=True)
+    overall = critique["overall"]
+    print(f"  critique on {len(split['held_out'])} held-out examples: agreement {overall['agreement']:.3f}, "
+          f"F1 good {overall['f1_pos']:.3f} / bad {overall['f1_neg']:.3f}", flush=True)
+    summary = {"agreement": overall["agreement"], "f1": overall["macro_f1"], "f1_good": overall["f1_pos"],
+               "f1_bad": overall["f1_neg"], "majority_baseline": overall["majority_baseline"],
+               "by_task": {t: {m: critique[t][m] for m in ("agreement", "f1_pos", "f1_neg", "n")}
+                           for t in ("question", "solution") if t in critique},
+               "held_out": len(split["held_out"])}
+    return scorer, summary
 
-    progress.stage("rft", f"{len(sampled.records)} distinct correct paths")
-    q_scores = scorer.score_questions([r["question"] for r in sampled.records])
-    s_scores = scorer.score_solutions([r["question"] for r in sampled.records], [r["response"] for r in sampled.records])
-    kept = [r for r, q, s in zip(sampled.records, q_scores, s_scores)
-            if q >= cfg.critique_threshold and s >= cfg.critique_threshold]
-    gold = [{"question": r["question"], "response": r["mixed"], "score": 1.0} for r in data["labelled"]]
-    rft_data = [{**r, "score": s} for r, s in zip(sampled.records, s_scores) if r in kept] + gold
-    weights = critique_sample_weights([r["score"] for r in rft_data])
-    rft_data = [{**r, "weight": w} for r, w in zip(rft_data, weights)]
-    print(f"  critique filter kept {len(kept)} of {len(sampled.records)} paths; weights "
+
+def critique_filtered_rft_data(run: SeedRun, scorer, paths: list[dict]) -> tuple[list[dict], int, int]:
+    """The RFT paths whose question and solution both pass the critique threshold, plus the gold
+    set, each weighted by hardness (a low critique score weighs more). Returns (records, paths
+    kept, gold records)."""
+    threshold = run.cfg.critique_threshold
+    q_scores = scorer.score_questions([r["question"] for r in paths])
+    s_scores = scorer.score_solutions([r["question"] for r in paths], [r["response"] for r in paths])
+    kept = [r for r, q, s in zip(paths, q_scores, s_scores) if q >= threshold and s >= threshold]
+    gold = [{"question": r["question"], "response": r["mixed"], "score": 1.0} for r in run.data["labelled"]]
+    rft_data = [{**r, "score": s} for r, s in zip(paths, s_scores) if r in kept] + gold
+    weights = hard_sample_weights(scores=[r["score"] for r in rft_data]).tolist()
+    print(f"  critique filter kept {len(kept)} of {len(paths)} paths; weights "
           f"{min(weights):.2f}..{max(weights):.2f}", flush=True)
-    models["rft"] = copy.deepcopy(models["sft"])
-    sft(cfg, models["rft"], tok, rft_data, "response", cfg.rft_steps, cfg.rft_lr, out / "rft", seed)
-    models["sft_continued"] = copy.deepcopy(models["sft"])
-    sft(cfg, models["sft_continued"], tok, data["labelled"], "mixed", cfg.rft_steps, cfg.rft_lr, out / "sft_continued", seed)
-    stages["rft"] = {k: sampled.stats[k] for k in ("coverage", "distinct_paths_per_problem",
-                                                  "distinct_paths_per_covered_problem", "pass@1", "correct_fraction")}
-    stages["rft"].update(paths_sampled=len(sampled.records), paths_after_critique=len(kept), gold=len(gold),
-                         pool_problems=len(rft_pool), per_sampler={k: {m: v[m] for m in ("pass@1", "coverage")}
-                                                                   for k, v in sampled.stats["per_sampler"].items()})
+    return [{**r, "weight": w} for r, w in zip(rft_data, weights)], len(kept), len(gold)
 
-    progress.stage("dpo", "pairs of correct / incorrect samples, on top of RFT")
-    pairs = build_preference_pairs(sampled.samples, max_pairs_per_prompt=2, seed=seed)
-    models["dpo"] = copy.deepcopy(models["rft"])
+
+def train_rft(run: SeedRun, scorer, sampled, rft_pool: list[dict]) -> None:
+    """RFT on the critique-filtered paths plus gold, and `sft_continued` with as many steps on the
+    labelled set only (equal compute)."""
+    cfg = run.cfg
+    rft_data, n_kept, n_gold = critique_filtered_rft_data(run, scorer, sampled.records)
+    run.models["rft"] = copy.deepcopy(run.models["sft"])
+    run.sft(run.models["rft"], rft_data, "response", cfg.rft_steps, cfg.rft_lr, "rft")
+    run.models["sft_continued"] = copy.deepcopy(run.models["sft"])
+    run.sft(run.models["sft_continued"], run.data["labelled"], "mixed", cfg.rft_steps, cfg.rft_lr, "sft_continued")
+    stats = sampled.stats
+    run.stages["rft"] = {k: stats[k] for k in ("coverage", "distinct_paths_per_problem",
+                                               "distinct_paths_per_covered_problem", "pass@1", "correct_fraction")}
+    run.stages["rft"].update(paths_sampled=len(sampled.records), paths_after_critique=n_kept, gold=n_gold,
+                             pool_problems=len(rft_pool),
+                             per_sampler={k: {m: v[m] for m in ("pass@1", "coverage")}
+                                          for k, v in stats["per_sampler"].items()})
+
+
+def train_dpo(run: SeedRun, samples: list[dict]) -> None:
+    """DPO on top of RFT, on pairs of correct / incorrect samples of the same problem."""
+    cfg, tok = run.cfg, run.tok
+    pairs = build_preference_pairs(samples, max_pairs_per_prompt=2, seed=run.seed)
+    run.models["dpo"] = copy.deepcopy(run.models["rft"])
     if pairs:
         examples = encode_preference_pairs(pairs, tok, cfg.seq_len)
-        precompute_reference_logps(models["dpo"], examples, tok.pad_id)
+        precompute_reference_logps(run.models["dpo"], examples, tok.pad_id)
         batches = BatchIterator(examples, min(cfg.batch_size // 2, len(examples)),
-                                partial(collate_preference, pad_id=tok.pad_id), seed=seed)
-        Trainer(models["dpo"], train_config(cfg, out / "dpo", cfg.dpo_steps, cfg.dpo_lr, seed), DPOLoss(beta=cfg.dpo_beta),
+                                partial(collate_preference, pad_id=tok.pad_id), seed=run.seed)
+        Trainer(run.models["dpo"], run.train_config("dpo", cfg.dpo_steps, cfg.dpo_lr), DPOLoss(beta=cfg.dpo_beta),
                 batches).train()
     else:
         print("  no problem had both a correct and a wrong sample: DPO has no pairs and stays at RFT", flush=True)
-    stages["dpo"] = {"pairs": len(pairs)}
+    run.stages["dpo"] = {"pairs": len(pairs)}
 
-    progress.stage("grpo", f"{cfg.rl_steps} steps on {len(rl_pool)} answer-only problems, on top of RFT")
-    models["grpo"] = copy.deepcopy(models["rft"])
+
+def train_grpo(run: SeedRun, rl_pool: list[dict]) -> None:
+    """GRPO on top of RFT, on the answer-only problems RFT did not sample."""
+    cfg = run.cfg
+    run.models["grpo"] = copy.deepcopy(run.models["rft"])
     rl_cfg = RLConfig(algorithm="grpo", prompts_per_step=cfg.rl_prompts, group_size=cfg.rl_group,
-                      temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, tools=True, seed=seed,
+                      temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, tools=True, seed=run.seed,
                       minibatch_size=cfg.rl_prompts * cfg.rl_group // 2)
-    updates = cfg.rl_steps * rl_cfg.updates_per_step  # optimizer steps: RL steps x minibatch updates
-    rl = RLTrainer(models["grpo"], tok, rl_pool, rl_cfg,
-                   train_config(cfg, out / "grpo", updates, cfg.rl_lr, seed, log_every=10 * updates))
+    updates = rl_cfg.optimizer_steps(cfg.rl_steps)
+    rl = RLTrainer(run.models["grpo"], run.tok, rl_pool, rl_cfg,
+                   run.train_config("grpo", updates, cfg.rl_lr, log_every=10 * updates))
     history = rl.train(cfg.rl_steps)
-    stages["grpo"] = {**rl.summary(), "reward_curve": [h["reward_mean"] for h in history]}
+    run.stages["grpo"] = {**rl.summary(), "reward_curve": [h["reward_mean"] for h in history]}
 
-    progress.stage("eval", f"{len(models)} models on {len(data['test'])} test problems")
+
+def evaluate_all(run: SeedRun, scorer) -> None:
+    """Every model on the test split, and DPO's win rate against RFT (ties judged by the critique)."""
+    test, stages = run.data["test"], run.stages
     for name in ("cot_only", "pot_only", "sft", "sft_continued", "rft", "dpo", "grpo"):
-        stages.setdefault(name, {}).update(evaluate(cfg, models[name], tok, data["test"]))
+        stages.setdefault(name, {}).update(evaluate(run.cfg, run.models[name], run.tok, test))
         print(f"  {name:14s} test accuracy {stages[name]['accuracy']:.3f}", flush=True)
     rft_s, dpo_s = stages["rft"], stages["dpo"]
     judge_scores = [scorer.score_solutions([p["question"]] * 2, [d, r])
-                    for p, d, r in zip(data["test"], dpo_s["completions"], rft_s["completions"])]
+                    for p, d, r in zip(test, dpo_s["completions"], rft_s["completions"])]
     stages["dpo"]["win_rate_vs_rft"] = win_rate(dpo_s["correct"], rft_s["correct"],
                                                 judge=lambda i: judge_scores[i][0] - judge_scores[i][1])
-    critique_out = {"agreement": critique["overall"]["agreement"], "f1": critique["overall"]["macro_f1"],
-                    "f1_good": critique["overall"]["f1_pos"], "f1_bad": critique["overall"]["f1_neg"],
-                    "majority_baseline": critique["overall"]["majority_baseline"],
-                    "by_task": {t: {m: critique[t][m] for m in ("agreement", "f1_pos", "f1_neg", "n")}
-                                for t in ("question", "solution") if t in critique},
-                    "held_out": len(split["held_out"])}
     for s in stages.values():  # keep results.json readable: per-problem lists live in the seed folder
         s.pop("completions", None)
         s.pop("correct", None)
-    return {"seed": seed, "stages": stages, "critique": critique_out, "seconds": progress.done(),
-            "data": {k: len(v) for k, v in data.items()} | {"self_instruct_kept": len(new)}}
+
+
+def run_seed(cfg: PipelineConfig, seed: int) -> dict:
+    """Every stage for one seed, in order; the figures of results.json's `runs` entry."""
+    run = SeedRun(cfg, seed, Path(cfg.out) / f"seed{seed}", Progress(seed - cfg.seed, cfg.seeds))
+    torch.manual_seed(seed)
+    stage = run.progress.stage
+
+    stage("data")
+    run.data = data = build_data(cfg, seed, run.out)
+    print("  " + ", ".join(f"{k} {len(v)}" for k, v in data.items()), flush=True)
+    stage("tokenizer")
+    train_tokenizer(run)
+    stage("pretrain", f"{len(data['corpus'])} documents")
+    base, small_base = pretrain_bases(run)
+    stage("sft", f"mixed CoT+PoT on {len(data['labelled'])} labelled problems")
+    train_sft_models(run, base)
+    stage("samplers", "two small models (mixed) for rejection sampling")
+    samplers = train_samplers(run, small_base)
+    rft_pool, rl_pool, n_self_instruct = grow_pool(run, base)
+
+    samplers.append(ModelSampler(run.models["sft"], run.tok, cfg.max_new_tokens, tools=run.tools, name="sft"))
+    stage("rft sampling", f"{len(rft_pool)} pool problems x {cfg.k} samples x {len(samplers)} samplers "
+                          f"(two small models and the SFT model)")
+    sampled = rejection_sample(samplers, rft_pool, cfg.k, cfg.temperature, max_paths_per_problem=cfg.max_paths,
+                               seed=seed)
+    stage("critique", "graded samples + corrupted questions")
+    scorer, critique = train_critique(run, sampled.samples)
+    stage("rft", f"{len(sampled.records)} distinct correct paths")
+    train_rft(run, scorer, sampled, rft_pool)
+    stage("dpo", "pairs of correct / incorrect samples, on top of RFT")
+    train_dpo(run, sampled.samples)
+    stage("grpo", f"{cfg.rl_steps} steps on {len(rl_pool)} answer-only problems, on top of RFT")
+    train_grpo(run, rl_pool)
+    stage("eval", f"{len(run.models)} models on {len(data['test'])} test problems")
+    evaluate_all(run, scorer)
+    return {"seed": seed, "stages": run.stages, "critique": critique, "seconds": run.progress.done(),
+            "data": {k: len(v) for k, v in data.items()} | {"self_instruct_kept": n_self_instruct}}
 
 
 # ---------------------------------------------------------------------------- main

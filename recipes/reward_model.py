@@ -46,7 +46,6 @@ class RewardConfig(RunConfig):
     max_pairs_per_prompt: int = 2        # pairs per problem (balance across problems)
     format: str = "mixed"                # synthetic pairs: which reference solution is the chosen one
     held_out: float = 0.2                # share of the pairs held out for accuracy (whole questions)
-    max_len: int = 384                   # tokens per sequence (question + response)
     batch_size: int = 8                  # pairs per micro-batch (2x sequences)
     lr: float = 1e-3
     warmup_steps: int = 10
@@ -97,11 +96,11 @@ def main(argv=None) -> dict:
 
     # ---- train: the backbone from --checkpoint, a fresh head
     model = RewardModel(run.model, tokenizer=run.tokenizer)
-    before = preference_accuracy(model, held, run.tokenizer, cfg.max_len)
-    batches = reward_batches(train, run.tokenizer, min(cfg.batch_size, len(train)), cfg.max_len, seed=cfg.seed)
-    trainer = Trainer(model, cfg, reward_loss_fn, batches, eval_fn=reward_eval_fn(held, run.tokenizer, cfg.max_len))
+    before = preference_accuracy(model, held, run.tokenizer, cfg.seq_len)
+    batches = reward_batches(train, run.tokenizer, min(cfg.batch_size, len(train)), cfg.seq_len, seed=cfg.seed)
+    trainer = Trainer(model, cfg, reward_loss_fn, batches, eval_fn=reward_eval_fn(held, run.tokenizer, cfg.seq_len))
     trainer.train()
-    after = preference_accuracy(model, held, run.tokenizer, cfg.max_len)
+    after = preference_accuracy(model, held, run.tokenizer, cfg.seq_len)
 
     # ---- save
     summary = {"steps": trainer.global_step, "pairs_train": len(train), "pairs_held_out": len(held),

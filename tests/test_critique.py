@@ -14,12 +14,12 @@ from mathlm import ModelConfig, Tokenizer, Transformer
 from mathlm.critique import (CORRUPTIONS, QUESTION_TRAILER, SOLUTION_TRAILER, UNANSWERABLE, CritiqueScorer,
                              agreement_metrics, build_critique_dataset, collate_critique, corrupt_question,
                              corrupt_solution, critique_batches, critique_class_weights, critique_eval_fn,
-                             critique_loss_fn, critique_sample_weights, critique_text, encode_critique_examples,
+                             critique_loss_fn, critique_text, encode_critique_examples,
                              encode_critique_input, evaluate_critique, graded_examples, question_examples,
-                             solution_evidence, synthetic_graded_samples, twin_pairs, weighted_records)
+                             solution_evidence, synthetic_graded_samples, twin_pairs)
 from mathlm.data import filter_by_score, generate_dataset, normalize_question
 from mathlm.grading import extract_answer, math_equal
-from mathlm.losses import critique_loss
+from mathlm.losses import critique_loss, hard_sample_weights
 from mathlm.scalar_head import ScalarHeadModel
 from mathlm.train import Trainer, TrainConfig
 
@@ -442,18 +442,17 @@ def test_evaluate_critique_splits_tasks_like_unbatched_predictions(tok, records)
         evaluate_critique(model, ex)
 
 
-def test_critique_sample_weights_formula():
-    """p = (0, 1), temperature 1: w = 2 exp(-p) / (1 + e^-1) = (1.4621, 0.5379); mean 1."""
-    w = critique_sample_weights([0.0, 1.0])
+def test_hard_sample_weights_of_critique_scores_formula():
+    """Critique scores as a plain list. p = (0, 1), temperature 1: w = 2 exp(-p) / (1 + e^-1) =
+    (1.4621, 0.5379); mean 1."""
+    w = hard_sample_weights(scores=[0.0, 1.0]).tolist()
     assert w == pytest.approx([2 / (1 + math.exp(-1)), 2 * math.exp(-1) / (1 + math.exp(-1))], abs=1e-6)
     """temperature 0.5 doubles the exponent: w = 2 exp(-2p) / (1 + e^-2)."""
-    w = critique_sample_weights([0.0, 1.0], temperature=0.5)
+    w = hard_sample_weights(scores=[0.0, 1.0], temperature=0.5).tolist()
     assert w == pytest.approx([2 / (1 + math.exp(-2)), 2 * math.exp(-2) / (1 + math.exp(-2))], abs=1e-6)
-    assert critique_sample_weights([0.3, 0.3, 0.3]) == pytest.approx([1.0, 1.0, 1.0])
-    recs = weighted_records([{"question": "a", "response": "b"}], [1.5])
-    assert recs == [{"question": "a", "response": "b", "weight": 1.5}]
-    with pytest.raises(ValueError, match="at least one score"):
-        critique_sample_weights([])
+    assert hard_sample_weights(scores=[0.3, 0.3, 0.3]).tolist() == pytest.approx([1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="scores is empty"):
+        hard_sample_weights(scores=[])
 
 
 def test_scorer_save_load_roundtrip(tok, tmp_path):

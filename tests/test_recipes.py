@@ -111,7 +111,7 @@ def test_reward_model_learns_given_pairs_and_loads_back(records, tmp_path):
     assert not {p["question"] for p in held} & {p["question"] for p in train}  # split by question
     # The saved model reproduces the summary's accuracy on the held-out pairs, scored independently.
     rm = RewardModel.load(tmp_path / "final")
-    max_len = recipe("reward_model").RewardConfig().max_len  # the recipe scores at its --max_len
+    max_len = int(TINY[TINY.index("--seq_len") + 1])  # the recipe scores at its --seq_len
     chosen = rm.score([(p["question"], p["chosen"]) for p in held], max_len=max_len)
     rejected = rm.score([(p["question"], p["rejected"]) for p in held], max_len=max_len)
     wins = sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)) / len(held)
@@ -122,7 +122,7 @@ def test_reward_model_learns_given_pairs_and_loads_back(records, tmp_path):
 def test_critique_beats_the_majority_baseline_on_held_out_questions(tmp_path):
     from mathlm.critique import CritiqueScorer
     summary = recipe("critique").main([*TINY, "--n_per_domain", "8", "--max_steps", "60", "--lr", "3e-3",
-                                       "--max_len", "256", "--out", str(tmp_path)])
+                                       "--out", str(tmp_path)])
     held = [json.loads(line) for line in (tmp_path / "held_out.jsonl").read_text().splitlines()]
     assert summary["held_out_examples"] == len(held) and {e["task"] for e in held} == {"question", "solution"}
     # Agreement recomputed from the saved model against the labels.
@@ -319,3 +319,16 @@ def test_rft_and_grpo_on_gsm8k_pools(qwen_folder, tmp_path):
                                 "--out", str(tmp_path / "grpo")])
     assert grpo["rl_steps"] == 1 and 0.0 <= grpo["reward_last"] <= 1.0
     assert_complete_hf_folder(tmp_path / "grpo" / "final", qwen_folder)
+
+
+def test_seq_len_reaches_the_models_context(tmp_path):
+    """--seq_len is the training row length: a preset's max_seq_len (tiny: 512) is raised to it when
+    shorter and kept when longer; a saved folder with a shorter context is refused, naming both."""
+    from mathlm import save_hf_checkpoint
+    from mathlm.stages import load_model
+    assert load_model("tiny", seq_len=1024).config.max_seq_len == 1024
+    assert load_model("tiny", seq_len=256).config.max_seq_len == 512
+    save_hf_checkpoint(load_model("tiny"), tmp_path / "tiny")
+    assert load_model(str(tmp_path / "tiny"), seq_len=512).config.max_seq_len == 512
+    with pytest.raises(ValueError, match=r"seq_len \(1024\) exceeds the max_seq_len \(512\) of"):
+        load_model(str(tmp_path / "tiny"), seq_len=1024)

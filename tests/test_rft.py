@@ -1,15 +1,13 @@
 """RFT: distinct-path signatures on hand-written paths, selection and statistics worked out by hand on
-scripted samplers, hardness weights against the closed form, and one real ModelSampler run checked
-against a direct `generate` call and against statistics recounted in the test."""
-import math
-
+scripted samplers, and one real ModelSampler run checked against a direct `generate` call and
+against statistics recounted in the test."""
 import pytest
 import torch
 
 from mathlm.config import ModelConfig
 from mathlm.grading import extract_answer, math_equal
 from mathlm.model import Transformer
-from mathlm.rft import (ModelSampler, code_signature, hardness_weights, path_format, path_signature,
+from mathlm.rft import (ModelSampler, code_signature, path_format, path_signature,
                         prose_equations, rejection_sample)
 from mathlm.sampling import generate
 from mathlm.tokenizer import Tokenizer
@@ -299,19 +297,6 @@ def test_bad_input_is_named():
 
     with pytest.raises(ValueError, match=r"sampler 'short' returned .* for question 0: expected a list of k=2 strings"):
         rejection_sample([Short()], PROBLEMS, k=2, progress=False)
-
-
-# ------------------------------------------------------------------------------------------- hardness
-
-
-def test_hardness_weights_are_the_normalized_softmax_of_minus_the_correct_fraction():
-    """Unbounded hard_sample_weights: w = n * softmax(-f / T): by hand with math.exp."""
-    items = [{"correct_fraction": f} for f in (0.25, 0.5, 0.75)]
-    for T in (1.0, 0.5):
-        e = [math.exp(-f / T) for f in (0.25, 0.5, 0.75)]
-        assert hardness_weights(items, temperature=T) == pytest.approx([3 * x / sum(e) for x in e], rel=1e-6)
-    with pytest.raises(ValueError, match=r"item 1 has no numeric 'correct_fraction' \(got None\)"):
-        hardness_weights([{"correct_fraction": 0.5}, {}])
 
 
 # ------------------------------------------------------------------------------------------- a real model

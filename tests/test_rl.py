@@ -67,7 +67,7 @@ def first_char_is_answer(problem, text):
 
 
 def train_config(tmp_path, rl_config, steps, **kw):
-    base = dict(lr=5e-3, schedule="constant", weight_decay=0.0, max_steps=steps * rl_config.updates_per_step,
+    base = dict(lr=5e-3, schedule="constant", weight_decay=0.0, max_steps=rl_config.optimizer_steps(steps),
                 log_every=10**6, out_dir=str(tmp_path))
     return TrainConfig(**{**base, **kw})
 

@@ -19,7 +19,7 @@ from mathlm.cli import config_parser, parse_config
 from mathlm.config import ModelConfig
 from mathlm.losses import RunningLoss
 from mathlm.model import Transformer
-from mathlm.train import TrainConfig, Trainer, causal_lm_loss, lr_at
+from mathlm.train import TrainConfig, Trainer, causal_lm_loss, loss_normalization, lr_at, normalized_by
 from mathlm.train_checkpoint import CheckpointError, list_checkpoints, verify_checkpoint
 
 MODEL = dict(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=64, max_seq_len=32)
@@ -96,7 +96,7 @@ def test_first_step_equals_hand_rolled_adamw(tmp_path):
 def test_accumulation_over_micro_batches_equals_one_big_batch(tmp_path):
     """4 micro-batches of 2 examples with grad_accum=4 == 1 batch of 8: same losses, same weights
     (the examples have different target counts, so only the token-level normalisation agrees).
-    The mean of micro-batch means (a loss_fn without num_target_tokens) differs measurably.
+    The mean of micro-batch means (a loss_fn normalized by micro-batches) differs measurably.
     eps = 1e-3 keeps AdamW's g / (|g| + eps) smooth where g ~ 0, so float rounding in the gradient
     cannot flip an update's sign."""
     big = tiny_model()
@@ -109,6 +109,7 @@ def test_accumulation_over_micro_batches_equals_one_big_batch(tmp_path):
     for name, p in big.state_dict().items():
         torch.testing.assert_close(acc.state_dict()[name], p, atol=1e-6, rtol=1e-6)
 
+    @normalized_by("micro_batches")
     def mean_of_means(model, batch):
         return causal_lm_loss(model, batch)
 
@@ -118,9 +119,10 @@ def test_accumulation_over_micro_batches_equals_one_big_batch(tmp_path):
 
 
 def test_accumulation_of_a_per_sequence_loss_averages_micro_batches(tmp_path):
-    """A loss_fn without num_target_tokens is a per-micro-batch mean; here the mean over sequences
+    """A loss_fn normalized by micro-batches is a per-micro-batch mean; here the mean over sequences
     of each sequence's token mean (the unit of DPO-style losses). Equal-size micro-batches then
     average to the big batch's value, so 4 x 2 with grad_accum=4 == 1 x 8."""
+    @normalized_by("micro_batches")
     def per_sequence(model, batch):
         logits = model(batch["tokens"])
         logp = torch.log_softmax(logits, -1).gather(-1, batch["labels"].clamp_min(0)[..., None])[..., 0]
@@ -150,12 +152,28 @@ def test_lr_schedule_values_worked_out_by_hand(tmp_path):
     # ... and the optimizer really runs at them
     cfg = config(tmp_path, lr=1.0, warmup_steps=2, max_steps=6, min_lr_ratio=0.1, schedule="cosine")
     model = tiny_model()
-    trainer = Trainer(model, cfg, lambda m, b: ((m.norm.weight ** 2).sum(), {}))
+    trainer = Trainer(model, cfg, normalized_by("micro_batches")(lambda m, b: ((m.norm.weight ** 2).sum(), {})))
     used = []
     for _ in range(6):
         trainer.step([{}])
         used.append(trainer.optimizer.param_groups[0]["lr"])
     assert used == pytest.approx(expected["cosine"], abs=1e-6)
+
+
+def test_the_loss_contract_is_declared_not_guessed():
+    """A loss says how the Trainer normalises it; a partial keeps its function's declaration, a
+    loss without one is refused with a message that says what to add."""
+    assert loss_normalization(causal_lm_loss) == "tokens"
+    assert loss_normalization(partial(causal_lm_loss, num_target_tokens=None)) == "tokens"
+
+    def undeclared(model, batch, num_target_tokens=None):
+        return causal_lm_loss(model, batch, num_target_tokens)
+
+    with pytest.raises(ValueError, match=r"declares normalization None; it must declare one of \('tokens', "
+                                         r"'micro_batches'\) \(decorate it with @normalized_by"):
+        Trainer(tiny_model(), TrainConfig(), undeclared)
+    with pytest.raises(ValueError, match=r"normalization \('sum'\) must be one of"):
+        normalized_by("sum")
 
 
 def test_decay_groups_and_config_errors():
@@ -185,6 +203,7 @@ def test_speed_switches_leave_the_losses_unchanged(tmp_path, switch):
 # ------------------------------------------------------------------------------------------ resume
 
 
+@normalized_by("tokens")
 def noisy_loss(model, batch, num_target_tokens):
     """The SFT loss times a factor drawn from python, numpy and torch RNGs: resume must restore all three."""
     loss, metrics = causal_lm_loss(model, batch, num_target_tokens)
@@ -211,6 +230,7 @@ def test_killed_and_resumed_run_repeats_the_uninterrupted_losses(tmp_path, data)
 
     calls = 0
 
+    @normalized_by("tokens")
     def dies_in_step_4(model, batch, num_target_tokens):
         nonlocal calls
         calls += 1
@@ -293,6 +313,7 @@ def test_keep_last_stateful_extras_and_checkpoint_is_a_hugging_face_folder(tmp_p
     model = tiny_model()
     running = RunningLoss(decay=0.5)
 
+    @normalized_by("tokens")
     def loss_fn(model, batch, num_target_tokens):
         loss, metrics = causal_lm_loss(model, batch, num_target_tokens)
         running.update(range(len(metrics["per_sample_nll"])), metrics["per_sample_nll"])
@@ -320,6 +341,7 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path):
     leave weights and AdamW moments untouched. Three in a row stop the run with a clear error."""
     plan = iter(["ok", "nan_loss", "nan_grad", "ok", "nan_loss", "nan_loss", "nan_loss"])
 
+    @normalized_by("tokens")
     def loss_fn(model, batch, num_target_tokens):
         loss, metrics = causal_lm_loss(model, batch, num_target_tokens)
         kind = next(plan)

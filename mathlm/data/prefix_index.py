@@ -82,7 +82,6 @@ class NearDuplicateIndex:
         self._postings: dict = defaultdict(list)
         self._entries: list[_Entry] = []
         self.keys: list = []
-        self.checked = 0  # candidates that reached the exact measure (for benchmarks)
 
     # -- elements and their global order ----------------------------------------------
 
@@ -144,7 +143,6 @@ class NearDuplicateIndex:
         overlap = len(entry.elements & cand.elements)
         if overlap < self._needed_overlap(entry.size, cand.size):
             return False
-        self.checked += 1
         return self._similarity(entry, cand, overlap) >= self.threshold
 
     def _find(self, entry: _Entry, ordered: list) -> int | None:
