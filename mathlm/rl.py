@@ -29,7 +29,6 @@ docs/rl.md has the equations, the configuration and what the tests show.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import re
@@ -423,8 +422,11 @@ class RLTrainer:
                                       count_targets=count, stateful={"rl": self}, tokenizer=save_tokenizer)
         self.value_trainer = None
         if value_model is not None:
-            value_config = dataclasses.replace(train_config, lr=config.value_lr or train_config.lr,
-                                               out_dir=str(Path(train_config.out_dir) / "value"))
+            # a copy, not dataclasses.replace: a recipe's config derives init=False fields (out_dir, max_steps)
+            # that replace() would reset to their defaults
+            value_config = copy.copy(train_config)
+            value_config.lr = config.value_lr or train_config.lr
+            value_config.out_dir = str(Path(train_config.out_dir) / "value")
             self.value_trainer = Trainer(value_model, value_config, partial(rl_value_loss, config=config),
                                          count_targets=_count_tokens, tokenizer=save_tokenizer)
         self._prompt_cache: dict[int, list[int]] = {}

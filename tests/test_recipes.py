@@ -152,11 +152,14 @@ def test_pipeline_smoke_writes_every_stage_and_the_report(tmp_path):
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo"])
 def test_rl_recipes_run_and_report_rewards(algo, sft_folder, tmp_path):
-    summary = recipe(algo).main(["--checkpoint", str(sft_folder), "--n_per_domain", "1", "--rl_steps", "2",
+    summary = recipe("rl").main(["--rl.algorithm", algo, "--checkpoint", str(sft_folder), "--n_per_domain", "1",
+                                 "--rl_steps", "2",
                                  "--rl.prompts_per_step", "2", "--rl.group_size", "2", "--rl.max_new_tokens", "16",
                                  "--rl.minibatch_size", "4", "--out", str(tmp_path)])
     history = json.loads((tmp_path / "rl_history.json").read_text())
     assert summary["rl_steps"] == len(history) == 2
+    assert all(("value_loss" in step) == (algo == "ppo") for step in history)  # only PPO trains a value model
+    assert (tmp_path / "value" / "metrics.jsonl").is_file() == (algo == "ppo")  # its own out_dir, under --out
     assert summary["reward_first"] == history[0]["reward_mean"] and 0.0 <= summary["reward_last"] <= 1.0
 
 
@@ -313,7 +316,7 @@ def test_rft_and_grpo_on_gsm8k_pools(qwen_folder, tmp_path):
                               "--out", str(tmp_path / "rft")])
     assert rft["records"] >= 4  # the four gold solutions at least
     assert_complete_hf_folder(tmp_path / "rft" / "final", qwen_folder)
-    grpo = recipe("grpo").main(["--checkpoint", str(tmp_path / "rft" / "final"), "--data", str(tmp_path / "pool.jsonl"),
+    grpo = recipe("rl").main(["--checkpoint", str(tmp_path / "rft" / "final"), "--data", str(tmp_path / "pool.jsonl"),
                                 "--rl_steps", "1", "--rl.prompts_per_step", "2", "--rl.group_size", "2",
                                 "--rl.max_new_tokens", "8", "--rl.minibatch_size", "4", "--no-rl.tools",
                                 "--out", str(tmp_path / "grpo")])
