@@ -43,7 +43,6 @@ class DPOConfig(RunConfig):
     label_smoothing: float = 0.0         # conservative DPO epsilon
     rpo_alpha: float = 0.0               # weight of the chosen NLL term (Iterative RPO)
     weighted: bool = False               # weigh pairs by the problem's hardness (`weight` field)
-    max_len: int = 384                   # tokens per side of a pair
     batch_size: int = 8                  # pairs per micro-batch
     lr: float = 1e-4
     warmup_steps: int = 5
@@ -68,7 +67,7 @@ def main(argv=None) -> dict:
     if not pairs:
         raise SystemExit("no preference pairs: the policy's samples were all correct or all wrong on every problem; "
                          "raise --k or --temperature, or pass --pairs")
-    examples = encode_preference_pairs(pairs, run.tokenizer, cfg.max_len)
+    examples = encode_preference_pairs(pairs, run.tokenizer, cfg.seq_len)  # --seq_len: tokens per side
     precompute_reference_logps(run.model, examples, run.tokenizer.pad_id)
 
     # ---- train
