@@ -110,6 +110,13 @@ class ToolRunner:
             self.sessions[key] = session
         return self.pool.submit(session.run, code)
 
+    def release(self, key: int) -> None:
+        """Close the session of a finished sequence (on the pool: closing may wait for a process)."""
+        session = self.sessions.pop(key, None)
+        close = getattr(session, "close", None)
+        if close is not None:
+            self.pool.submit(close)
+
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         for session in self.sessions.values():

@@ -8,7 +8,7 @@ import torch
 
 from mathlm.sampling import (Completion, generate, processed_logprobs, sample_from_logprobs,
                              sample_uniforms)
-from sampling_references import (ForwardRecorder, PieceTokenizer, ScriptedModel, argmax_loop,
+from sampling_references import (ForwardRecorder, PieceTokenizer, ScriptedModel, argmax_loop, refill_schedule,
                                  reference_distribution, reference_logprobs, script, tiny_config, tiny_model)
 
 # Ragged on purpose: a prompt of length 1, equal lengths, and one far longer than the rest.
@@ -332,3 +332,82 @@ def test_text_completer_batches_equal_single_greedy_calls_and_stop():
     stop = single[1][2:4]
     cut = TextCompleter(model, tok, max_new_tokens=8, temperature=0.0, stop=[stop]).batch([prompts[1]])[0]
     assert cut.endswith(stop) and single[1].startswith(cut) and len(cut) < len(single[1])
+
+
+# --------------------------------------------------------------------------- continuous batching
+
+# Sequences that end at very different lengths: EOS is a token some prompts reach early.
+STREAM = PROMPTS + [[7, 7, 7], [90, 3], list(range(40, 52)), [11, 12, 13, 14], [2, 30], [66] * 9, [8, 1, 8]]
+
+
+def _stream_eos(model, max_new):
+    """Two EOS ids taken from the free-running outputs, so that sequences end early and late."""
+    free = [argmax_loop(model, p, max_new) for p in STREAM]
+    eos = [free[2][2], free[1][4]]
+    ref = [f[:next((j + 1 for j, t in enumerate(f) if t in eos), len(f))] for f in free]
+    return eos, ref
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_continuous_batching_greedy_equals_argmax_loop_and_refills_at_once(model, rows):
+    """Through `rows` rows, every sequence still equals the argmax loop over full forwards, the batch
+    never exceeds `rows`, and the number of decode steps is what refilling each row the moment its
+    sequence ends gives (the first token of a sequence comes from its prefill)."""
+    max_new = 12
+    eos, ref = _stream_eos(model, max_new)
+    lengths = [len(r) for r in ref]
+    assert min(lengths) <= 3 and max(lengths) == max_new  # the lengths really differ
+    rec = ForwardRecorder(model)
+    try:
+        out = generate(model, STREAM, max_new_tokens=max_new, temperature=0, eos_id=eos, max_batch_size=rows)
+    finally:
+        rec.remove()
+    for r, (c,) in zip(ref, out):
+        assert c.tokens == r and c.finish_reason == ("eos" if r[-1] in eos else "length")
+    decode = [c for c in rec.calls if not c["fresh"]]
+    prefill = [c for c in rec.calls if c["fresh"]]
+    assert all(c["batch"] <= rows and c["T"] == 1 for c in decode)
+    assert len(decode) == refill_schedule(lengths, rows)
+    assert sum(c["real"] for c in prefill) == sum(len(p) for p in STREAM)  # each prompt prefilled once
+
+
+def test_continuous_batching_beats_static_chunks_in_steps(model):
+    """The point of refilling: fewer steps than static chunks of the same size, each of which runs
+    until its longest sequence ends."""
+    eos, ref = _stream_eos(model, 12)
+    lengths = [len(r) for r in ref]
+    static = sum(max(lengths[s:s + 3]) - 1 for s in range(0, len(lengths), 3))
+    assert refill_schedule(lengths, 3) < static
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7])
+def test_samples_and_logprobs_do_not_depend_on_max_batch_size(model, rows):
+    kw = dict(max_new_tokens=10, temperature=0.9, top_p=0.9, n=3, seed=21, return_logprobs=True)
+    eos, _ = _stream_eos(model, 10)
+    whole = generate(model, STREAM, eos_id=eos, **kw)
+    streamed = generate(model, STREAM, eos_id=eos, max_batch_size=rows, **kw)
+    for prompt, a, b in zip(STREAM, whole, streamed):
+        assert [c.tokens for c in a] == [c.tokens for c in b]
+        for c in b:
+            ref = reference_logprobs(model, prompt, c.tokens, 0.9, None, 0.9)
+            assert max(abs(x - y) for x, y in zip(c.logprobs, ref)) < 1e-5
+
+
+def test_a_long_stream_through_few_rows_packs_its_slots(model, monkeypatch):
+    """The slot counter keeps advancing while sequences stream through the rows: packing must free
+    the slots (and leave every result exact)."""
+    import mathlm.sampling as sampling
+
+    packs = []
+    real_pack = sampling._pack_slots
+    monkeypatch.setattr(sampling, "_pack_slots", lambda cache: (packs.append(cache.pos), real_pack(cache)))
+    prompts = STREAM * 2
+    out = generate(model, prompts, max_new_tokens=12, temperature=0, max_batch_size=2)
+    assert packs, "the slots never ran out: the test does not exercise packing"
+    for p, (c,) in zip(prompts, out):
+        assert c.tokens == argmax_loop(model, p, 12)
+
+
+def test_max_batch_size_is_validated(model):
+    with pytest.raises(ValueError, match=r"max_batch_size \(0\) must be None or an integer >= 1"):
+        generate(model, [[1, 2]], 3, max_batch_size=0)
