@@ -210,6 +210,7 @@ class _Sequence:
     future: Future | None = None  # its running tool call
     watcher: TextWatcher | None = None
     gapped: bool = False  # skipped a cache slot since the last packing
+    uniforms: list[float] = field(default_factory=list)  # the uniform that draws token j, for j < budget
 
 
 class _Engine:
@@ -225,6 +226,7 @@ class _Engine:
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.eos_ids, self.seed, self.return_logprobs = eos_ids, seed, return_logprobs
         self.tokenizer, self.max_tool_calls, self.progress = tokenizer, max_tool_calls, progress
+        self.compiled = compile_decode
         self.decode_fn = _compiled_decode() if compile_decode else _forward_last
         self.seqs = [_Sequence(sid=p * n + j, budget=min(max_new_tokens, cfg.max_seq_len - len(ids)))
                      for p, ids in enumerate(prompts) for j in range(n)]
@@ -256,6 +258,8 @@ class _Engine:
     def run(self) -> list[list[Completion]]:
         try:
             self.cache = KVCache(self.cfg, self.n_rows, self.max_len, self.device, self.dtype)
+            if not self.compiled:
+                self.cache.decode_weights = self.model.decode_weights()
             self.rows = [self.queue.popleft() for _ in range(self.n_rows)]
             self._admit(list(range(self.n_rows)))
             last_report = start = time.monotonic()
@@ -325,6 +329,11 @@ class _Engine:
             cache.n_seen[i] = k.shape[1]
         cache.has_padding = not bool(cache.key_valid[:, :end].all())
         logits = torch.stack([self.stash[s.sid // self.n][2] for s in seqs])
+        if self.temperature > 0:  # each sequence's whole random stream at once: one hash per admission
+            ids = torch.tensor([s.sid for s in seqs])[:, None]
+            streams = sample_uniforms(self.seed, ids, torch.arange(max(s.budget for s in seqs))[None])
+            for s, u in zip(seqs, streams.tolist()):
+                s.uniforms = u
         waiting_prompts = {q.sid // self.n for q in self.queue}
         for p in [p for p in self.stash if p not in waiting_prompts]:
             del self.stash[p]
@@ -370,9 +379,9 @@ class _Engine:
                 lp = logits.gather(-1, tok[:, None]).squeeze(-1) - logits.logsumexp(-1)
         else:
             logp = processed_logprobs(logits, self.temperature, self.top_k, self.top_p)
-            ids = torch.tensor([s.sid for s in rows], device=logits.device)
-            positions = torch.tensor([len(s.tokens) for s in rows], device=logits.device)
-            tok = sample_from_logprobs(logp, sample_uniforms(self.seed, ids, positions))
+            uniforms = torch.tensor([s.uniforms[len(s.tokens)] for s in rows], dtype=torch.float64,
+                                    device=logits.device)
+            tok = sample_from_logprobs(logp, uniforms)
             lp = logp.gather(-1, tok[:, None]).squeeze(-1) if self.return_logprobs else None
         base = self.n_logprobs
         if lp is not None:
@@ -434,6 +443,7 @@ class _Engine:
     def _finish(self, s: _Sequence, reason: str) -> None:
         s.finish_reason = reason
         s.pending.clear()
+        s.uniforms = []
         if self.tools is not None:
             self.tools.release(s.sid)
 

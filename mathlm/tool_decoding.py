@@ -111,11 +111,12 @@ class ToolRunner:
         return self.pool.submit(session.run, code)
 
     def release(self, key: int) -> None:
-        """Close the session of a finished sequence (on the pool: closing may wait for a process)."""
+        """Close the session of a finished sequence (mathlm's sessions only drop their block history:
+        the worker processes belong to a shared pool), so a long stream holds only the live ones."""
         session = self.sessions.pop(key, None)
         close = getattr(session, "close", None)
         if close is not None:
-            self.pool.submit(close)
+            close()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
