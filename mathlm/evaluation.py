@@ -117,10 +117,11 @@ def win_rate(correct_a: Sequence[bool], correct_b: Sequence[bool],
 
 def evaluate_model(model, tokenizer, problems: Sequence[dict], *, max_new_tokens: int = 320, n: int = 1,
                    temperature: float = 0.0, ks: Sequence[int] = (1,), tools: bool = True, tool_timeout: float = 2.0,
-                   batch_size: int = 256, seed: int = 0) -> dict:
+                   batch_size: int = 256, seed: int = 0, max_batch_size: int | None = 64) -> dict:
     """Sample `n` completions per problem with mathlm's engine (python blocks executed when `tools`),
     grade them, and summarize. Returns {"summary": summarize(...), "graded": [...], "completions": [[text]]}.
 
+    `max_batch_size` sequences are in flight at once (continuous batching; results do not depend on it).
     Greedy (temperature 0, n=1) gives accuracy; n > 1 at a temperature gives pass@k / maj@k for k in `ks`.
     """
     from .sampling import generate  # the metrics above need no torch; this does
@@ -134,7 +135,7 @@ def evaluate_model(model, tokenizer, problems: Sequence[dict], *, max_new_tokens
         chunk = problems[start:start + batch_size]
         prompts = [tokenizer.encode_prompt(p["question"]) for p in chunk]
         outs = generate(model, prompts, max_new_tokens, temperature=temperature, n=n, tokenizer=tokenizer,
-                        tools=factory, seed=seed + start)
+                        tools=factory, seed=seed + start, max_batch_size=max_batch_size)
         texts += [[c.text for c in o] for o in outs]
     model.train(was_training)
     graded = grade_completions(problems, texts)

@@ -380,18 +380,20 @@ def decode_step(model: "Transformer", tokens: torch.Tensor, real: torch.Tensor |
         allowed = cache.key_valid[:, :pos + 1].clone()
         allowed[:, pos] = True  # a padding row sees itself: no row without keys, no NaN
         allowed = allowed[:, None, None, :]  # (B, 1, 1, S)
+    # Per-step views of every layer's slot and keys (indexing them per layer costs more than the ops).
+    k_slot, v_slot = cache.k[:, :, pos], cache.v[:, :, pos]  # (n_layers, B, Hkv, hd)
+    keys = cache.k[:, :, :pos + 1].transpose(2, 3)  # (n_layers, B, Hkv, S, hd)
+    values = cache.v[:, :, :pos + 1].transpose(2, 3)
     x = F.embedding(tokens[:, 0], model.embed_tokens.weight)  # (B, dim)
     for layer, (w_in, wqkv, bqkv, wo, w_post, wgu, wdown) in enumerate(w.layers):
-        qkv = F.linear(_rms(x, w_in, eps), wqkv, bqkv)  # (B, (H + 2 Hkv) hd)
-        qk = qkv[:, :(H + Hkv) * hd].view(B, H + Hkv, hd)
+        qk, v = F.linear(_rms(x, w_in, eps), wqkv, bqkv).split([(H + Hkv) * hd, Hkv * hd], -1)
+        qk = qk.view(B, H + Hkv, hd)
         qk = torch.addcmul(qk * cos, qk.roll(hd // 2, -1), sin)  # rotate-half RoPE, q and k at once
-        cache.k[layer, :, pos] = qk[:, H:]
-        cache.v[layer, :, pos] = qkv[:, (H + Hkv) * hd:].view(B, Hkv, hd)
-        k = cache.k[layer, :, :pos + 1].transpose(1, 2)  # (B, Hkv, S, hd)
-        v = cache.v[layer, :, :pos + 1].transpose(1, 2)
+        k_slot[layer].copy_(qk[:, H:])
+        v_slot[layer].copy_(v.view(B, Hkv, hd))
         q = qk[:, :H].view(B, Hkv, H // Hkv, hd)  # the query heads of a group act as its queries
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, Hkv, H/Hkv, hd)
-        x = x + F.linear(out.reshape(B, H * hd), wo)
+        out = F.scaled_dot_product_attention(q, keys[layer], values[layer], attn_mask=allowed)  # (B, Hkv, H/Hkv, hd)
+        x = x + F.linear(out.view(B, H * hd), wo)
         gate, up = F.linear(_rms(x, w_post, eps), wgu).chunk(2, -1)
         x = x + F.linear(F.silu(gate) * up, wdown)
     return _rms(x, w.norm, eps)
