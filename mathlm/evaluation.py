@@ -167,7 +167,7 @@ def _duration(seconds: float) -> str:
 def sample_completions(model, tokenizer, problems: Sequence[dict], *, max_new_tokens: int = 320, n: int = 1,
                        temperature: float = 0.0, top_p: float | None = None, tools: bool = True,
                        tool_timeout: float = 2.0, batch_size: int = 256, seed: int = 0,
-                       progress: bool = False) -> list[list]:
+                       progress: bool = False, max_batch_size: int | None = None) -> list[list]:
     """`n` Completions per problem from mathlm's engine, prompted with `tokenizer.encode_prompt`
     (plain or chat template) and stopped on `tokenizer`'s stop ids; python blocks run in the sandbox
     when `tools`. `progress` prints a line per batch of problems (done, rate, tokens/s, ETA) to stderr."""
@@ -183,7 +183,8 @@ def sample_completions(model, tokenizer, problems: Sequence[dict], *, max_new_to
         chunk = problems[start:start + batch_size]
         prompts = [tokenizer.encode_prompt(p["question"]) for p in chunk]
         out += generate(model, prompts, max_new_tokens, temperature=temperature, top_p=top_p, n=n,
-                        tokenizer=tokenizer, tools=factory, seed=seed + start, progress=progress)
+                        tokenizer=tokenizer, tools=factory, seed=seed + start, progress=progress,
+                        max_batch_size=max_batch_size)
         if progress:
             made += sum(len(c.tokens) for o in out[-len(chunk):] for c in o)
             elapsed = time.monotonic() - start_time
@@ -196,14 +197,16 @@ def sample_completions(model, tokenizer, problems: Sequence[dict], *, max_new_to
 
 def evaluate_model(model, tokenizer, problems: Sequence[dict], *, max_new_tokens: int = 320, n: int = 1,
                    temperature: float = 0.0, ks: Sequence[int] = (1,), tools: bool = True, tool_timeout: float = 2.0,
-                   batch_size: int = 256, seed: int = 0) -> dict:
+                   batch_size: int = 256, seed: int = 0, max_batch_size: int | None = None) -> dict:
     """Sample `n` completions per problem with mathlm's engine (python blocks executed when `tools`),
     grade them, and summarize. Returns {"summary": summarize(...), "graded": [...], "completions": [[text]]}.
 
+    `max_batch_size` sequences are in flight at once (continuous batching; results do not depend on it).
     Greedy (temperature 0, n=1) gives accuracy; n > 1 at a temperature gives pass@k / maj@k for k in `ks`.
     """
     outs = sample_completions(model, tokenizer, problems, max_new_tokens=max_new_tokens, n=n, temperature=temperature,
-                              tools=tools, tool_timeout=tool_timeout, batch_size=batch_size, seed=seed)
+                              tools=tools, tool_timeout=tool_timeout, batch_size=batch_size, seed=seed,
+                              max_batch_size=max_batch_size)
     texts = [[c.text for c in o] for o in outs]
     graded = grade_completions(problems, texts)
     return {"summary": summarize(problems, graded, ks), "graded": graded, "completions": texts}

@@ -195,6 +195,7 @@ class KVCache:
         self.has_padding = False  # some filled slot holds padding: attention must read key_valid
         self.pos = 0
         self.max_len = max_len
+        self.decode_weights: DecodeWeights | None = None  # set by an engine: single-token steps take the fast path
 
     @property
     def batch_size(self) -> int:
@@ -327,6 +328,89 @@ class Block(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+# --------------------------------------------------------------------------- the single-token decode step
+
+
+DECODE_FUSE_MAX_BYTES = 2**31  # fused copies of bigger models would cost too much memory: no fast path
+
+
+@dataclass
+class DecodeWeights:
+    """What a single-token decode step reads, built once per `generate` call (`Transformer.decode_weights`).
+
+    q/k/v and gate/up are concatenated into one matrix each (one GEMM instead of three or two); the
+    module parameters, and so the state dict and the safetensors layout, stay Hugging Face's, split.
+    The copies are made from the live parameters, so a model trained between two calls is current.
+    `rope` is the rotary table at full head width, (max_seq_len, 2, head_dim): cos, then sin with the
+    sign of rotate-half folded into its first half, so a rotation is x * cos + roll(x) * sin.
+    """
+
+    layers: list[tuple]  # per layer: (attn norm w, Wqkv, bqkv or None, Wo, mlp norm w, Wgate_up, Wdown)
+    norm: torch.Tensor
+    rope: torch.Tensor
+
+
+def build_decode_weights(model: "Transformer") -> DecodeWeights | None:
+    cfg = model.config
+    if cfg.attn_backend != "sdpa" or any(p.device.type == "meta" for p in model.parameters()):
+        return None
+    size = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "layers." in n)
+    if size > DECODE_FUSE_MAX_BYTES or not all(type(p.data) is torch.Tensor for p in model.parameters()):
+        return None  # too big to copy, or sharded (DTensor): the general forward serves it
+    layers = []
+    for block in model.layers:
+        a, m = block.self_attn, block.mlp
+        wqkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
+        bqkv = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]) if cfg.qkv_bias else None
+        wgu = torch.cat([m.gate_proj.weight, m.up_proj.weight])
+        layers.append((block.input_layernorm.weight.detach(), wqkv.detach(), bqkv if bqkv is None else bqkv.detach(),
+                       a.o_proj.weight.detach(), block.post_attention_layernorm.weight.detach(), wgu.detach(),
+                       m.down_proj.weight.detach()))
+    cos, sin = model.rope(model.norm.weight.device)  # (L, D/2) fp32
+    rope = torch.stack([torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1)], dim=1)  # (L, 2, D)
+    return DecodeWeights(layers, model.norm.weight.detach(), rope)
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)  # RMSNorm's order of operations
+
+
+def decode_step(model: "Transformer", tokens: torch.Tensor, real: torch.Tensor | None, cache: KVCache) -> torch.Tensor:
+    """One token per row through the cache (B, 1) -> final hidden states (B, dim), with as few ops as
+    possible: 2-D activations, one GEMM for q/k/v and one for gate/up, q and k rotated together, one
+    attention mask per step (not per layer). Same result as the general forward up to rounding.
+    The caller (`Transformer.forward`) has marked the slot in `key_valid`; bookkeeping stays there."""
+    cfg, w = model.config, cache.decode_weights
+    B, pos, hd, H, Hkv, eps = tokens.shape[0], cache.pos, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads, cfg.norm_eps
+    positions = cache.n_seen if real is None else (cache.n_seen + real.long()[:, 0] - 1).clamp_min(0)
+    cos, sin = w.rope[positions].unbind(1)  # (B, D) each, fp32
+    cos, sin = cos[:, None].to(cache.k.dtype), sin[:, None].to(cache.k.dtype)
+    allowed = None
+    if cache.has_padding:
+        allowed = cache.key_valid[:, :pos + 1].clone()
+        allowed[:, pos] = True  # a padding row sees itself: no row without keys, no NaN
+        allowed = allowed[:, None, None, :]  # (B, 1, 1, S)
+    # Per-step views of every layer's slot and keys (indexing them per layer costs more than the ops).
+    k_slot, v_slot = cache.k[:, :, pos], cache.v[:, :, pos]  # (n_layers, B, Hkv, hd)
+    keys = cache.k[:, :, :pos + 1].transpose(2, 3)  # (n_layers, B, Hkv, S, hd)
+    values = cache.v[:, :, :pos + 1].transpose(2, 3)
+    x = F.embedding(tokens[:, 0], model.embed_tokens.weight)  # (B, dim)
+    for layer, (w_in, wqkv, bqkv, wo, w_post, wgu, wdown) in enumerate(w.layers):
+        qk, v = F.linear(_rms(x, w_in, eps), wqkv, bqkv).split([(H + Hkv) * hd, Hkv * hd], -1)
+        qk = qk.view(B, H + Hkv, hd)
+        qk = torch.addcmul(qk * cos, qk.roll(hd // 2, -1), sin)  # rotate-half RoPE, q and k at once
+        k_slot[layer].copy_(qk[:, H:])
+        v_slot[layer].copy_(v.view(B, Hkv, hd))
+        q = qk[:, :H].view(B, Hkv, H // Hkv, hd)  # the query heads of a group act as its queries
+        out = F.scaled_dot_product_attention(q, keys[layer], values[layer], attn_mask=allowed)  # (B, Hkv, H/Hkv, hd)
+        x = x + F.linear(out.view(B, H * hd), wo)
+        gate, up = F.linear(_rms(x, w_post, eps), wgu).chunk(2, -1)
+        x = x + F.linear(F.silu(gate) * up, wdown)
+    return _rms(x, w.norm, eps)
+
+
 # --------------------------------------------------------------------------- the model
 
 
@@ -401,6 +485,12 @@ class Transformer(nn.Module):
 
     # ---- forward
 
+    def decode_weights(self) -> DecodeWeights | None:
+        """Fused weights for single-token decode steps (see `DecodeWeights`); None where the general
+        forward must serve (non-sdpa backends, sharded or very large models)."""
+        with torch.no_grad():
+            return build_decode_weights(self)
+
     def rope(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if device not in self._rope:
             self._rope[device] = rope_tables(self.config, device)
@@ -460,6 +550,13 @@ class Transformer(nn.Module):
             cache.has_padding |= padded
             key_valid = cache.key_valid[:, :q_start + T] if cache.has_padding else None
 
+        # Engine-fed single-token steps (a cache carrying decode weights) take the lean path.
+        if (T == 1 and cache is not None and cache.decode_weights is not None and position_ids is None
+                and (self.config.sliding_window is None or self.config.sliding_window >= cache.max_len)):
+            x = decode_step(self, tokens, real, cache)[:, None]  # (B, 1, dim)
+            cache.pos += 1
+            cache.n_seen += 1 if real is None else real[:, 0]
+            return x if return_hidden else self.lm_head(x)
         if position_ids is None:
             position_ids = self._positions(B, T, dev, real, document_ids, cache)
         elif position_ids.shape != tokens.shape:

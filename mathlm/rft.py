@@ -79,19 +79,21 @@ class ModelSampler:
     is prompted with its own tokenizer and the texts it returns are tokenizer-independent.
     Questions go to `generate` `batch_size` at a time (batch_size * n rows each); the batch of
     questions[s:s + batch_size] draws with seed `seed + s`, so a seed reproduces the samples
-    for a fixed batch_size. tools: a sandbox session factory (`lambda: Session(timeout=2)`) to
+    for a fixed batch_size. Within a batch, at most `max_batch_size` sequences are in flight
+    (continuous batching; the samples do not depend on it). tools: a sandbox session factory (`lambda: Session(timeout=2)`) to
     run python blocks while sampling, as for PoT and mixed paths; None samples plain text.
     """
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 256, tools: Callable[[], Any] | None = None,
                  name: str | None = None, *, max_tool_calls: int = 4, top_k: int | None = None,
-                 top_p: float | None = None, batch_size: int = 256, progress: bool = False):
+                 top_p: float | None = None, batch_size: int = 256, progress: bool = False,
+                 max_batch_size: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size ({batch_size}) must be >= 1")
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
         self.tools, self.max_tool_calls, self.top_k, self.top_p = tools, max_tool_calls, top_k, top_p
         self.name = name or getattr(getattr(model, "config", None), "name", "") or "model"
-        self.batch_size, self.progress = batch_size, progress
+        self.batch_size, self.progress, self.max_batch_size = batch_size, progress, max_batch_size
 
     def sample(self, questions: list[str], n: int, temperature: float, seed: int) -> list[list[str]]:
         from .sampling import generate  # sampling pulls in the model; fake samplers need none of it
@@ -103,7 +105,8 @@ class ModelSampler:
             completions = generate(self.model, prompts, self.max_new_tokens, temperature=temperature,
                                    top_k=self.top_k, top_p=self.top_p, n=n, seed=seed + start,
                                    tokenizer=self.tokenizer, tools=self.tools,
-                                   max_tool_calls=self.max_tool_calls, progress=self.progress)
+                                   max_tool_calls=self.max_tool_calls, progress=self.progress,
+                                   max_batch_size=self.max_batch_size)
             out += [[c.text for c in cs] for cs in completions]
             if self.progress:
                 done, elapsed = len(out), time.perf_counter() - t0

@@ -169,18 +169,20 @@ def sample_rollout(policy: nn.Module, prompts: Sequence[Sequence[int]], *, n: in
                    max_new_tokens: int, seed: int, tokenizer: Any, pad_id: int, stop: Sequence[str] = (),
                    tools: Callable[[], Any] | None = None, max_tool_calls: int = 4,
                    ref_model: nn.Module | None = None, value_model: nn.Module | None = None,
-                   batch_size: int = 16, score_context: Callable[[], Any] | None = None) -> Rollout:
+                   batch_size: int = 16, score_context: Callable[[], Any] | None = None,
+                   max_batch_size: int | None = None) -> Rollout:
     """Sample `n` completions per prompt at `temperature` (no top-k/top-p: the loss must see the
     distribution the tokens came from) and fill the rollout: tensors, old log-probs recomputed on
     the policy (+ entropy), reference log-probs when `ref_model` is given, values when
     `value_model` is given. `tools` is a sandbox session factory (python blocks run as written).
     `score_context` (a zero-argument context-manager factory) wraps the scoring forwards: pass the
-    training loop's autocast so old log-probs are computed at the precision of the loss forward."""
+    training loop's autocast so old log-probs are computed at the precision of the loss forward.
+    `max_batch_size`: sequences in flight while sampling (continuous batching; samples do not depend on it)."""
     if not temperature > 0:
         raise ValueError(f"temperature ({temperature}) must be > 0: RL samples from the tempered policy")
     completions = generate(policy, prompts, max_new_tokens, temperature=temperature, n=n, seed=seed,
                            stop=list(stop) or None, return_logprobs=True, tokenizer=tokenizer, tools=tools,
-                           max_tool_calls=max_tool_calls)
+                           max_tool_calls=max_tool_calls, max_batch_size=max_batch_size)
     device = next(policy.parameters()).device
     r = assemble_rollout(prompts, completions, pad_id, device)
     with (score_context or contextlib.nullcontext)():

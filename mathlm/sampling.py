@@ -36,6 +36,7 @@ import math
 import numbers
 import sys
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -159,6 +160,21 @@ def _pack_slots(cache: KVCache) -> None:
     cache.has_padding = bool((counts < new_end).any())
 
 
+def _make_room(cache: KVCache, length: int) -> None:
+    """Make the filled slots at least `length` long by moving every row's keys right (new padding at
+    the left), so that a prompt of `length` tokens fits right-aligned in front of the next slot."""
+    shift, end = length - cache.pos, cache.pos
+    if shift <= 0:
+        return
+    assert length <= cache.max_len, f"a prompt of {length} tokens does not fit the cache ({cache.max_len} slots)"
+    if end:
+        cache.k[:, :, shift:shift + end] = cache.k[:, :, :end].clone()
+        cache.v[:, :, shift:shift + end] = cache.v[:, :, :end].clone()
+        cache.key_valid[:, shift:shift + end] = cache.key_valid[:, :end].clone()
+    cache.key_valid[:, :shift] = False
+    cache.pos = length
+
+
 def _forward_last(model: Transformer, tokens: torch.Tensor, mask: torch.Tensor | None,
                   cache: KVCache) -> torch.Tensor:
     """Feed tokens (B, T) through the cache; float32 logits (B, V) of the last position only."""
@@ -194,13 +210,15 @@ class _Sequence:
     future: Future | None = None  # its running tool call
     watcher: TextWatcher | None = None
     gapped: bool = False  # skipped a cache slot since the last packing
+    uniforms: list[float] = field(default_factory=list)  # the uniform that draws token j, for j < budget
 
 
 class _Engine:
     def __init__(self, model: Transformer, prompts: list[list[int]], max_new_tokens: int, *, n: int,
                  temperature: float, top_k: int | None, top_p: float | None, stop: list[str],
                  eos_ids: frozenset[int], seed: int, return_logprobs: bool, tokenizer: Any,
-                 tools: Callable[[], Any] | None, max_tool_calls: int, compile_decode: bool, progress: bool):
+                 tools: Callable[[], Any] | None, max_tool_calls: int, compile_decode: bool, progress: bool,
+                 max_batch_size: int | None = None):
         self.model, self.prompts, self.n = model, prompts, n
         self.cfg = cfg = model.config
         param = next(model.parameters())
@@ -208,19 +226,27 @@ class _Engine:
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.eos_ids, self.seed, self.return_logprobs = eos_ids, seed, return_logprobs
         self.tokenizer, self.max_tool_calls, self.progress = tokenizer, max_tool_calls, progress
+        self.compiled = compile_decode
         self.decode_fn = _compiled_decode() if compile_decode else _forward_last
         self.seqs = [_Sequence(sid=p * n + j, budget=min(max_new_tokens, cfg.max_seq_len - len(ids)))
                      for p, ids in enumerate(prompts) for j in range(n)]
         if tokenizer is not None and (stop or tools is not None):
             for s in self.seqs:
                 s.watcher = TextWatcher(tokenizer, s.tokens, stop, watch_code=tools is not None)
-        self.tools = ToolRunner(tools, max_workers=min(32, len(self.seqs))) if tools is not None else None
+        self.n_rows = len(self.seqs) if max_batch_size is None else min(max_batch_size, len(self.seqs))
+        self.queue = deque(self.seqs)  # sequences not admitted to a row yet, in order
+        # Prefilled prompts whose samples still wait in the queue: prompt -> (k, v, last logits).
+        self.stash: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.tools = ToolRunner(tools, max_workers=min(32, self.n_rows)) if tools is not None else None
         self.waiting: list[_Sequence] = []  # rows whose tool call runs
         self.logprob_chunks: list[torch.Tensor] = []
         self.n_logprobs = 0
         longest = max(len(p) for p in prompts)
         slack = 64 if tools is not None else 0  # room for output blocks before the slots need packing
-        self.max_len = min(cfg.max_seq_len, longest + max_new_tokens + slack)
+        # A stream of sequences through fewer rows keeps advancing the slot counter: room for about two
+        # lifetimes of a sequence between packings.
+        lifetimes = 1 if self.n_rows == len(self.seqs) else 2
+        self.max_len = min(cfg.max_seq_len, lifetimes * (longest + max_new_tokens) + slack)
         # Sliding-window masks (sdpa) count slots, not positions: when the window can bind, a row's
         # real slots must stay contiguous.
         self.keep_gap_free = cfg.sliding_window is not None and cfg.sliding_window < self.max_len
@@ -231,10 +257,15 @@ class _Engine:
 
     def run(self) -> list[list[Completion]]:
         try:
-            self._prefill()
+            self.cache = KVCache(self.cfg, self.n_rows, self.max_len, self.device, self.dtype)
+            if not self.compiled:
+                self.cache.decode_weights = self.model.decode_weights()
+            self.rows = [self.queue.popleft() for _ in range(self.n_rows)]
+            self._admit(list(range(self.n_rows)))
             last_report = start = time.monotonic()
             while True:
                 self._collect_tool_results(block=False)
+                self._refill()
                 self._drop_finished()
                 if not self.rows:
                     break
@@ -250,20 +281,63 @@ class _Engine:
                 self.tools.close()
         return self._completions()
 
-    def _prefill(self) -> None:
-        P, longest = len(self.prompts), max(len(p) for p in self.prompts)
-        tokens = torch.tensor([[0] * (longest - len(p)) + p for p in self.prompts], device=self.device)
+    # ---- admission: prefill, then a row of the cache
+
+    def _refill(self) -> None:
+        """Continuous batching: give every finished row to the next waiting sequence at once."""
+        while self.queue:
+            free = [i for i, s in enumerate(self.rows) if s.finish_reason is not None]
+            if not free:
+                return
+            slots = free[:len(self.queue)]
+            for i in slots:
+                self.rows[i] = self.queue.popleft()
+            self._admit(slots)  # a sequence may finish on its first token: loop
+
+    def _prefill(self, prompts: list[int]) -> None:
+        """One left-padded forward over prompts (indices), each once, into a cache of their own;
+        their keys, values and last logits go to the stash until every sample of them is admitted."""
+        ids = [self.prompts[p] for p in prompts]
+        longest = max(len(p) for p in ids)
+        tokens = torch.tensor([[0] * (longest - len(p)) + p for p in ids], device=self.device)
         mask = None
-        if any(len(p) < longest for p in self.prompts):
-            mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in self.prompts], device=self.device)
-        self.cache = KVCache(self.cfg, P, self.max_len, self.device, self.dtype)
-        logits = _forward_last(self.model, tokens, mask, self.cache)  # (P, V)
+        if any(len(p) < longest for p in ids):
+            mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in ids], device=self.device)
+        cache = KVCache(self.cfg, len(ids), longest, self.device, self.dtype)
+        logits = _forward_last(self.model, tokens, mask, cache)  # (P, V)
         self.steps += 1
-        if self.n > 1:  # the n samples of a prompt share its prefill
-            self.cache.select(torch.arange(P, device=self.device).repeat_interleave(self.n))
-            logits = logits.repeat_interleave(self.n, dim=0)
-        self.rows = list(self.seqs)
-        self._sample(logits, range(len(self.rows)))
+        for i, (p, prompt) in enumerate(zip(prompts, ids)):
+            self.stash[p] = (cache.k[:, i, longest - len(prompt):], cache.v[:, i, longest - len(prompt):], logits[i])
+
+    def _admit(self, slots: list[int]) -> None:
+        """The sequences now in rows `slots` start: their prompts' keys are written right-aligned to
+        end at the current slot (positions live in the rotated keys, so only slot order matters),
+        then their first tokens are drawn from the prefill's logits."""
+        seqs = [self.rows[i] for i in slots]
+        new_prompts = sorted({s.sid // self.n for s in seqs} - self.stash.keys())
+        if new_prompts:
+            self._prefill(new_prompts)
+        cache = self.cache
+        _make_room(cache, max(self.stash[s.sid // self.n][0].shape[1] for s in seqs))
+        end = cache.pos
+        for i, s in zip(slots, seqs):
+            k, v, _ = self.stash[s.sid // self.n]
+            cache.k[:, i, end - k.shape[1]:end] = k
+            cache.v[:, i, end - k.shape[1]:end] = v
+            cache.key_valid[i, :end] = False
+            cache.key_valid[i, end - k.shape[1]:end] = True
+            cache.n_seen[i] = k.shape[1]
+        cache.has_padding = not bool(cache.key_valid[:, :end].all())
+        logits = torch.stack([self.stash[s.sid // self.n][2] for s in seqs])
+        if self.temperature > 0:  # each sequence's whole random stream at once: one hash per admission
+            ids = torch.tensor([s.sid for s in seqs])[:, None]
+            streams = sample_uniforms(self.seed, ids, torch.arange(max(s.budget for s in seqs))[None])
+            for s, u in zip(seqs, streams.tolist()):
+                s.uniforms = u
+        waiting_prompts = {q.sid // self.n for q in self.queue}
+        for p in [p for p in self.stash if p not in waiting_prompts]:
+            del self.stash[p]
+        self._draw(seqs, logits)
 
     def _step(self) -> None:
         rows, cache = self.rows, self.cache
@@ -291,15 +365,13 @@ class _Engine:
         logits = fn(self.model, tokens, mask, cache)  # (B, V)
         self.steps += 1
         ready = [i for i, (s, f) in enumerate(zip(rows, feeds)) if f and not s.pending and s.future is None]
-        self._sample(logits, ready)
+        if ready:
+            if len(ready) < logits.shape[0]:
+                logits = logits[torch.tensor(ready, device=logits.device)]
+            self._draw([rows[i] for i in ready], logits)
 
-    def _sample(self, logits: torch.Tensor, ready: Sequence[int]) -> None:
-        """Draw the next token of rows `ready` from their logits (B, V)."""
-        if not ready:
-            return
-        rows = [self.rows[i] for i in ready]
-        if len(rows) < logits.shape[0]:
-            logits = logits[torch.tensor(ready, device=logits.device)]
+    def _draw(self, rows: list[_Sequence], logits: torch.Tensor) -> None:
+        """Draw the next token of sequences `rows` from their logits (len(rows), V)."""
         if self.temperature == 0:
             tok = logits.argmax(-1)
             lp = None
@@ -307,9 +379,9 @@ class _Engine:
                 lp = logits.gather(-1, tok[:, None]).squeeze(-1) - logits.logsumexp(-1)
         else:
             logp = processed_logprobs(logits, self.temperature, self.top_k, self.top_p)
-            ids = torch.tensor([s.sid for s in rows], device=logits.device)
-            positions = torch.tensor([len(s.tokens) for s in rows], device=logits.device)
-            tok = sample_from_logprobs(logp, sample_uniforms(self.seed, ids, positions))
+            uniforms = torch.tensor([s.uniforms[len(s.tokens)] for s in rows], dtype=torch.float64,
+                                    device=logits.device)
+            tok = sample_from_logprobs(logp, uniforms)
             lp = logp.gather(-1, tok[:, None]).squeeze(-1) if self.return_logprobs else None
         base = self.n_logprobs
         if lp is not None:
@@ -371,8 +443,13 @@ class _Engine:
     def _finish(self, s: _Sequence, reason: str) -> None:
         s.finish_reason = reason
         s.pending.clear()
+        s.uniforms = []
+        if self.tools is not None:
+            self.tools.release(s.sid)
 
     def _drop_finished(self) -> None:
+        if self.queue:
+            return  # the finished rows are refilled instead
         done = sum(s.finish_reason is not None for s in self.rows)
         if done == 0 or done * 8 < len(self.rows):
             return  # compacting copies the cache: wait until 1/8 of the rows are idle
@@ -456,7 +533,7 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int] | str], max_new
              stop: str | Sequence[str] | None = None, eos_id: int | Sequence[int] | None = None,
              seed: int | None = None, return_logprobs: bool = False, tokenizer: Any = None,
              tools: Callable[[], Any] | None = None, max_tool_calls: int = 4, compile_decode: bool = False,
-             progress: bool = False) -> list[list[Completion]]:
+             progress: bool = False, max_batch_size: int | None = None) -> list[list[Completion]]:
     """Sample `n` completions of each prompt; returns one list of n `Completion`s per prompt.
 
     prompts: token-id lists of any lengths, or strings when `tokenizer` is given (encoded as
@@ -477,6 +554,9 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int] | str], max_new
         sequence with finish_reason "tool_limit". Needs `tokenizer`.
     compile_decode: run the single-token decode steps through torch.compile (meant for GPUs).
     progress: print progress (sequences done, tokens/s, steps left) to stderr every PROGRESS_EVERY s.
+    max_batch_size: continuous batching: at most this many sequences in flight; a row whose sequence
+        ends takes the next waiting one at once (None: every sequence is a row from the start). The
+        results do not depend on it (greedy up to last-bit near-ties; samples are counter-based).
     """
     cfg = model.config
     V = cfg.vocab_size
@@ -514,11 +594,14 @@ def generate(model: Transformer, prompts: Sequence[Sequence[int] | str], max_new
             raise ValueError("tools need tokenizer= to find python blocks in the text and encode their output")
     if not _is_int(max_tool_calls) or max_tool_calls < 0:
         raise ValueError(f"max_tool_calls ({max_tool_calls!r}) must be an integer >= 0")
+    if max_batch_size is not None and (not _is_int(max_batch_size) or max_batch_size < 1):
+        raise ValueError(f"max_batch_size ({max_batch_size!r}) must be None or an integer >= 1")
     engine = _Engine(model, ids, int(max_new_tokens), n=int(n), temperature=float(temperature),
                      top_k=None if top_k is None else int(top_k), top_p=top_p, stop=stops,
                      eos_ids=frozenset(int(e) for e in eos_ids), seed=int(seed), return_logprobs=return_logprobs,
                      tokenizer=tokenizer, tools=tools, max_tool_calls=max_tool_calls,
-                     compile_decode=compile_decode, progress=progress)
+                     compile_decode=compile_decode, progress=progress,
+                     max_batch_size=None if max_batch_size is None else int(max_batch_size))
     return engine.run()
 
 

@@ -111,6 +111,14 @@ class ToolRunner:
             self.sessions[key] = session
         return self.pool.submit(session.run, code)
 
+    def release(self, key: int) -> None:
+        """Close the session of a finished sequence (mathlm's sessions only drop their block history:
+        the worker processes belong to a shared pool), so a long stream holds only the live ones."""
+        session = self.sessions.pop(key, None)
+        close = getattr(session, "close", None)
+        if close is not None:
+            close()
+
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         for session in self.sessions.values():

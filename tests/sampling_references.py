@@ -101,7 +101,9 @@ class ForwardRecorder:
         tokens = args[0] if args else kwargs["tokens"]
         mask = kwargs.get("attention_mask")
         real = int(mask.sum()) if mask is not None else tokens.numel()
-        self.calls.append({"batch": tokens.shape[0], "T": tokens.shape[1], "real": real})
+        cache = kwargs.get("cache")
+        fresh = cache is None or cache.pos == 0  # a prefill into an empty cache
+        self.calls.append({"batch": tokens.shape[0], "T": tokens.shape[1], "real": real, "fresh": fresh})
 
     def remove(self):
         self.handle.remove()
@@ -164,6 +166,22 @@ class ScriptedModel(Transformer):
     def forward(self, tokens, **kwargs):
         self.seen["tokens"] = tokens
         return super().forward(tokens, **kwargs)
+
+
+def refill_schedule(lengths: list[int], rows: int) -> int:
+    """Decode steps a continuous-batching engine needs for sequences of `lengths` tokens through
+    `rows` rows, refilling a row the moment its sequence ends: a sequence's first token comes from
+    its prefill, each further token costs one step of the whole batch."""
+    queue, live, steps = list(lengths), [], 0
+    while queue or live:
+        while queue and len(live) < rows:
+            left = queue.pop(0) - 1  # tokens still to decode after the first
+            if left > 0:
+                live.append(left)
+        if live:
+            steps += 1
+            live = [t - 1 for t in live if t > 1]
+    return steps
 
 
 def script(tokenizer: PieceTokenizer, *chains: list[str]) -> dict[int, int]:

@@ -49,7 +49,7 @@ class FakeSession:
         self.calls.append(code)
         if self.gate is not None and not self.gate.wait(timeout=10):
             return "late"
-        return f"{self.outputs[code]} s{self.number}\n"
+        return f"{self.outputs.get(code, 'SyntaxError')} s{self.number}\n"  # sampled code may be garbled
 
     def close(self):
         self.closed = True
@@ -318,3 +318,46 @@ def test_real_sandbox_sessions_run_concurrently_and_keep_their_variables():
         assert "```output\n42\n```\nAgain.```python\nprint(x + 1)\n```\n```output\n43\n```" in c.text, c.text
         assert c.finish_reason == "tool_limit" and c.tool_calls == 2
         assert_matches_full_forward(model, prompt, c)
+
+
+class UntaggedSession(FakeSession):
+    """Output that does not depend on the order the sessions were made in."""
+
+    def run(self, code: str) -> str:
+        self.calls.append(code)
+        return self.outputs.get(code, "SyntaxError") + "\n"
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_continuous_batching_with_tools_matches_full_forwards(rows):
+    """Sequences with tool calls stream through fewer rows: the same samples as with every sequence
+    in its own row, exact log-probs, one session per sequence, each closed when its sequence ends."""
+    model = scripted_model(TOOL_CHAIN, AFTER_OUTPUT, PLAIN_CHAIN)
+    prompts = [ids("Q1"), TOK.encode("a longer prompt Q2"), TOK.encode("hm Q1"), ids("Q2"), ids("Q1")]
+    kw = dict(temperature=0.8, top_k=30, n=2, seed=5, tokenizer=TOK, tools=UntaggedSession, return_logprobs=True)
+    whole = generate(model, prompts, 60, **kw)
+    FakeSession.made = []
+    streamed = generate(model, prompts, 60, max_batch_size=rows, **kw)
+    assert [[c.tokens for c in cs] for cs in streamed] == [[c.tokens for c in cs] for cs in whole]
+    calls = sum(c.tool_calls for cs in streamed for c in cs)
+    assert calls >= 4 and len(FakeSession.made) == sum(c.tool_calls > 0 for cs in streamed for c in cs)
+    assert all(s.closed for s in FakeSession.made)
+    for prompt, cs in zip(prompts, streamed):
+        for c in cs:
+            ref = reference_logprobs(model, prompt, c.tokens, 0.8, 30)
+            for got, want, sampled in zip(c.logprobs, ref, c.sampled_mask):
+                assert (abs(got - want) < 1e-5) if sampled else got == 0.0
+
+
+def test_sessions_close_as_their_sequences_end():
+    """With one row, a sequence's session is closed before the next sequence's first block runs."""
+    model = scripted_model(TOOL_CHAIN, AFTER_OUTPUT)
+    closed_when_made = []
+
+    def factory():
+        closed_when_made.append([s.closed for s in FakeSession.made])
+        return FakeSession()
+
+    out = generate(model, [ids("Q1")] * 3, 40, temperature=0, tokenizer=TOK, tools=factory, max_batch_size=1)
+    assert [c.tool_calls for (c,) in out] == [1, 1, 1]
+    assert closed_when_made == [[], [True], [True, True]]
