@@ -446,6 +446,26 @@ def rejection_sample(samplers: Sampler | Sequence[Sampler], problems: Sequence[d
         is hard), aligned with `problems`; wall_s.
     """
     samplers = [samplers] if callable(getattr(samplers, "sample", None)) else list(samplers)
+    names, fields = _checked_inputs(samplers, problems, k, max_paths_per_problem, include_gold, gold_key)
+    t_start = time.perf_counter()
+    graded, walls = _sample_and_grade(samplers, names, fields, k, temperature, seed, require_final_answer, progress)
+    selection = _Selection()
+    for p, f in enumerate(fields):
+        gold = problems[p].get(gold_key) if include_gold else ""
+        selection.select(f, [graded[s][p] for s in range(len(samplers))], k, gold, max_paths_per_problem)
+    stats = _rejection_stats(graded, names, walls, selection, k, temperature)
+    stats["wall_s"] = time.perf_counter() - t_start
+    if progress:
+        print(f"rejection_sample: {stats['problems']} problems, coverage {stats['coverage']:.1%}, "
+              f"{stats['distinct_paths_per_problem']:.2f} distinct paths per problem "
+              f"({stats['distinct_paths_per_covered_problem']:.2f} per covered), {selection.duplicates} duplicates "
+              f"dropped, {selection.capped} over the cap", file=sys.stderr, flush=True)
+    return RFTResult(selection.records, selection.samples, stats)
+
+
+def _checked_inputs(samplers: list, problems: Sequence[dict], k: int, max_paths_per_problem: int | None,
+                    include_gold: bool, gold_key: str) -> tuple[list[str], list[dict]]:
+    """The samplers' names and the problems' record fields, or a ValueError naming what is wrong."""
     if not samplers:
         raise ValueError("rejection_sample needs at least one sampler")
     if not isinstance(k, int) or k < 1:
@@ -461,107 +481,115 @@ def rejection_sample(samplers: Sampler | Sequence[Sampler], problems: Sequence[d
             if not isinstance(p.get(gold_key), str):
                 raise ValueError(f"include_gold: problem {i} ({fields[i]['id']!r}) has no string field "
                                  f"{gold_key!r} (gold_key); it has {sorted(p)}")
-    questions = [f["question"] for f in fields]
-    t_start = time.perf_counter()
+    return names, fields
 
-    # 1. Sample and grade, sampler by sampler: graded[s][p] = list of sample dicts.
-    graded: list[list[list[dict]]] = []
-    walls = []
+
+def _sample_and_grade(samplers: list, names: list[str], fields: list[dict], k: int, temperature: float, seed: int,
+                      require_final_answer: bool, progress: bool) -> tuple[list[list[list[dict]]], list[float]]:
+    """Sampling and grading, sampler by sampler: graded[s][p] is the list of problem p's k sample dicts
+    from sampler s; walls[s] its seconds. Sampler s draws with seed `seed + 1_000_003 * s`."""
+    questions = [f["question"] for f in fields]
+    graded, walls = [], []
     for s, (sampler, name) in enumerate(zip(samplers, names)):
         t0 = time.perf_counter()
         texts = sampler.sample(questions, k, temperature, seed + 1_000_003 * s)
         _check_texts(texts, name, len(questions), k)
-        rows = []
-        for f, row in zip(fields, texts):
-            samples = []
-            for j, text in enumerate(row):
-                predicted = extract_answer(text)
-                correct = predicted is not None and math_equal(predicted, f["answer"])
-                if require_final_answer and not boxed_spans(text):
-                    correct = False
-                samples.append({**f, "response": text, "sampler": name, "sample_index": j,
-                                "predicted": predicted, "correct": bool(correct)})
-            rows.append(samples)
+        rows = [[_graded_sample(f, text, name, j, require_final_answer) for j, text in enumerate(row)]
+                for f, row in zip(fields, texts)]
         graded.append(rows)
         walls.append(time.perf_counter() - t0)
         if progress:
             n_correct = sum(x["correct"] for r in rows for x in r)
             print(f"rejection_sample: {name}: {len(questions) * k} samples in {walls[-1]:.1f}s, "
                   f"{n_correct / (len(questions) * k):.1%} correct", file=sys.stderr, flush=True)
+    return graded, walls
 
-    # 2. Select per problem: interleave samplers, drop seen signatures, cap.
-    records, all_samples, fractions = [], [], []
-    duplicates = capped = gold_paths = 0
-    for p, f in enumerate(fields):
-        per_sampler = [graded[s][p] for s in range(len(samplers))]
+
+def _graded_sample(fields: dict, text: str, sampler: str, index: int, require_final_answer: bool) -> dict:
+    predicted = extract_answer(text)
+    correct = predicted is not None and math_equal(predicted, fields["answer"])
+    if require_final_answer and not boxed_spans(text):
+        correct = False
+    return {**fields, "response": text, "sampler": sampler, "sample_index": index, "predicted": predicted,
+            "correct": bool(correct)}
+
+
+@dataclass
+class _Selection:
+    """Distinct-path selection, problem by problem: the kept records, every sample, and the counts."""
+
+    records: list[dict] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)
+    fractions: list[float] = field(default_factory=list)  # correct fraction per problem (hardness)
+    duplicates: int = 0  # correct samples dropped for a seen signature
+    capped: int = 0      # distinct correct samples dropped by the cap
+    gold_paths: int = 0
+
+    def select(self, fields: dict, per_sampler: list[list[dict]], k: int, gold: str, cap: int | None) -> None:
+        """Interleave the samplers (sample 0 of each, then sample 1, ...), drop seen signatures
+        (the gold solution's first), keep at most `cap` sampled paths."""
         samples = [x for rows in per_sampler for x in rows]
         fraction = sum(x["correct"] for x in samples) / len(samples)
-        fractions.append(fraction)
+        self.fractions.append(fraction)
         for x in samples:
             x.update(format=path_format(x["response"]), signature=_signature_id(x["response"]), kept=False,
                      correct_fraction=fraction)
         seen = set()
-        gold = problems[p].get(gold_key) if include_gold else ""
         if gold:
             sig = _signature_id(gold)
             seen.add(sig)
-            records.append({**f, "response": gold, "format": path_format(gold), "sampler": "gold",
-                            "source": "gold", "signature": sig, "correct_fraction": fraction})
-            gold_paths += 1
+            self.records.append({**fields, "response": gold, "format": path_format(gold), "sampler": "gold",
+                                 "source": "gold", "signature": sig, "correct_fraction": fraction})
+            self.gold_paths += 1
         kept = 0
-        for j in range(k):
-            for rows in per_sampler:
-                x = rows[j]
-                if not x["correct"]:
-                    continue
-                if x["signature"] in seen:
-                    duplicates += 1
-                    continue
-                seen.add(x["signature"])
-                if max_paths_per_problem is not None and kept >= max_paths_per_problem:
-                    capped += 1
-                    continue
-                x["kept"] = True
-                kept += 1
-                records.append({**f, "response": x["response"], "format": x["format"], "sampler": x["sampler"],
-                                "source": "rft", "signature": x["signature"], "correct_fraction": fraction})
-        all_samples += samples
+        for x in (rows[j] for j in range(k) for rows in per_sampler):
+            if not x["correct"]:
+                continue
+            if x["signature"] in seen:
+                self.duplicates += 1
+                continue
+            seen.add(x["signature"])
+            if cap is not None and kept >= cap:
+                self.capped += 1
+                continue
+            x["kept"] = True
+            kept += 1
+            self.records.append({**fields, "response": x["response"], "format": x["format"], "sampler": x["sampler"],
+                                 "source": "rft", "signature": x["signature"], "correct_fraction": fraction})
+        self.samples += samples
 
-    # 3. Statistics.
-    P, n_pooled = len(fields), k * len(samplers)
 
-    def pass_rates(rows_per_problem: list[list[dict]], n: int, ks: Sequence[int]) -> dict:
-        counts = [sum(x["correct"] for x in rows) for rows in rows_per_problem]
-        return {f"pass@{kk}": sum(pass_at_k(n, c, kk) for c in counts) / P for kk in sorted(set(ks))}
+def _pass_rates(rows_per_problem: list[list[dict]], n: int, ks: Sequence[int]) -> dict:
+    """Mean over problems of the unbiased pass@k estimator, for each k in `ks`."""
+    counts = [sum(x["correct"] for x in rows) for rows in rows_per_problem]
+    return {f"pass@{kk}": sum(pass_at_k(n, c, kk) for c in counts) / len(counts) for kk in sorted(set(ks))}
 
-    pooled = [[x for s in range(len(samplers)) for x in graded[s][p]] for p in range(P)]
+
+def _rejection_stats(graded: list[list[list[dict]]], names: list[str], walls: list[float], selection: _Selection,
+                     k: int, temperature: float) -> dict:
+    """The statistics `rejection_sample` documents (all but wall_s)."""
+    P, n_pooled = len(graded[0]), k * len(names)
+    pooled = [[x for rows in graded for x in rows[p]] for p in range(P)]
     covered = sum(any(x["correct"] for x in rows) for rows in pooled)
+    all_samples = selection.samples
     distinct = sum(x["kept"] for x in all_samples)
     n_correct = sum(x["correct"] for x in all_samples)
     per_sampler = {}
-    for s, name in enumerate(names):
-        rows = graded[s]
+    for name, rows, wall in zip(names, graded, walls):
         correct = sum(x["correct"] for r in rows for x in r)
         per_sampler[name] = {
             "samples": P * k, "correct": correct, "correct_fraction": correct / (P * k),
             "coverage": sum(any(x["correct"] for x in r) for r in rows) / P,
-            **pass_rates(rows, k, (1, k)),
+            **_pass_rates(rows, k, (1, k)),
             "distinct_correct": sum(len({x["signature"] for x in r if x["correct"]}) for r in rows),
-            "kept": sum(x["kept"] for r in rows for x in r), "wall_s": walls[s],
+            "kept": sum(x["kept"] for r in rows for x in r), "wall_s": wall,
         }
-    stats = {
+    return {
         "problems": P, "samplers": names, "k": k, "temperature": temperature, "samples": len(all_samples),
         "correct": n_correct, "correct_fraction": n_correct / len(all_samples), "coverage": covered / P,
         "distinct_paths": distinct, "distinct_paths_per_problem": distinct / P,
         "distinct_paths_per_covered_problem": distinct / covered if covered else 0.0,
-        "duplicates_dropped": duplicates, "capped": capped, "gold_paths": gold_paths,
-        **pass_rates(pooled, n_pooled, (1, k, n_pooled)),
-        "per_sampler": per_sampler, "correct_fraction_per_problem": fractions,
-        "wall_s": time.perf_counter() - t_start,
+        "duplicates_dropped": selection.duplicates, "capped": selection.capped, "gold_paths": selection.gold_paths,
+        **_pass_rates(pooled, n_pooled, (1, k, n_pooled)),
+        "per_sampler": per_sampler, "correct_fraction_per_problem": selection.fractions,
     }
-    if progress:
-        print(f"rejection_sample: {P} problems, coverage {stats['coverage']:.1%}, "
-              f"{stats['distinct_paths_per_problem']:.2f} distinct paths per problem "
-              f"({stats['distinct_paths_per_covered_problem']:.2f} per covered), {duplicates} duplicates dropped, "
-              f"{capped} over the cap", file=sys.stderr, flush=True)
-    return RFTResult(records, all_samples, stats)
