@@ -36,7 +36,7 @@ from mathlm.distributed import broadcast_object, is_main_process
 from mathlm.rft import ModelSampler, rejection_sample
 from mathlm.sandbox import Session
 from mathlm.scalar_head import ScalarHeadModel
-from mathlm.stages import RunConfig, prepare_run, finish_run
+from mathlm.recipe_run import RunConfig, prepare_run, finish_run
 from mathlm.train import Trainer
 
 METRICS = ("agreement", "f1_pos", "f1_neg", "macro_f1", "majority_baseline", "n")

@@ -12,7 +12,7 @@
 samples k solutions per problem of --data at --temperature, the grader labels them, and
 `mathlm.preference.build_preference_pairs` pairs correct with incorrect ones. The reference model is
 the starting policy; its log-probs are computed once before training. --data takes any layout
-`mathlm.stages.read_records` reads; chat checkpoints are prompted through their template. Writes <out>/final.
+`mathlm.recipe_run.read_records` reads; chat checkpoints are prompted through their template. Writes <out>/final.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from mathlm.data import read_jsonl, write_jsonl
 from mathlm.distributed import broadcast_object, is_main_process
 from mathlm.preference import (DPOLoss, collate_preference, encode_preference_pairs,
                                precompute_reference_logps, sample_preference_pairs)
-from mathlm.stages import RunConfig, prepare_run, finish_run
+from mathlm.recipe_run import RunConfig, prepare_run, finish_run
 from mathlm.train import Trainer
 
 

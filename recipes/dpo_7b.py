@@ -33,7 +33,7 @@ from mathlm.distributed import (fsdp_memory_plan, get_rank, get_world_size, init
                                 shard_model)
 from mathlm.preference import (DPOLoss, build_preference_pairs, collate_preference,
                                encode_preference_pairs, precompute_reference_logps, sample_preference_pairs)
-from mathlm.stages import finish_run
+from mathlm.recipe_run import finish_run
 from mathlm.train import TrainConfig, Trainer
 
 

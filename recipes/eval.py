@@ -8,7 +8,7 @@ domain and by level.
         --top_p 0.95 --max_new_tokens 2048 --out runs/eval-math500-n8             # pass@1 over 8, maj@8, pass@8
     python recipes/eval.py ... --tools       # tool-integrated: python blocks run in the sandbox
 
---data is any layout `mathlm.stages.read_records` reads (GSM8K, MATH, MATH-500, NuminaMath, chat
+--data is any layout `mathlm.recipe_run.read_records` reads (GSM8K, MATH, MATH-500, NuminaMath, chat
 messages, mathlm records; .jsonl/.json/.parquet). The prompt is the checkpoint's chat template
 when it has one (--prompt_format, --system; the default system turn is Qwen2.5-Math's CoT
 instruction, its TIR instruction with --tools), else mathlm's plain template; generation stops on
@@ -32,7 +32,7 @@ from mathlm.chat_template import COT_INSTRUCTION, TIR_INSTRUCTION
 from mathlm.cli import parse_config
 from mathlm.data import write_jsonl
 from mathlm.evaluation import grade_completions, sample_completions, summarize_samples
-from mathlm.stages import configure_prompt, read_records
+from mathlm.recipe_run import configure_prompt, read_records
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -55,7 +55,8 @@ from mathlm.rl import RLConfig, RLTrainer
 from mathlm.sampling import TextCompleter
 from mathlm.sandbox import Session
 from mathlm.scalar_head import ScalarHeadModel
-from mathlm.stages import lm_examples, load_model, train_lm
+from mathlm.lm_training import lm_examples, train_lm
+from mathlm.recipe_run import load_model
 from mathlm.train import Trainer, TrainConfig
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mathlm.cli import parse_config
-from mathlm.stages import RunConfig, lm_examples, prepare_run, train_lm, finish_run
+from mathlm.lm_training import lm_examples, train_lm
+from mathlm.recipe_run import RunConfig, prepare_run, finish_run
 
 
 @dataclass

@@ -32,7 +32,7 @@ from mathlm.data import read_jsonl, train_test_split, write_jsonl
 from mathlm.distributed import broadcast_object, is_main_process
 from mathlm.preference import sample_preference_pairs
 from mathlm.reward import RewardModel, preference_accuracy, reward_batches, reward_eval_fn, reward_loss_fn
-from mathlm.stages import RunConfig, prepare_run, finish_run
+from mathlm.recipe_run import RunConfig, prepare_run, finish_run
 from mathlm.train import Trainer
 
 

@@ -8,7 +8,7 @@ several models, keep the correct and distinct ones, fine-tune on them (plus gold
         --samplers path/to/sft-7b --data pool.jsonl --gold labelled.jsonl --distributed fsdp --lr 1e-5
 
 --data holds problems with a final answer (mathlm's answer-only pools `question`, `answer`, or any
-layout `mathlm.stages.read_records` reads: GSM8K, MATH, MATH-500, ...); --gold holds labelled
+layout `mathlm.recipe_run.read_records` reads: GSM8K, MATH, MATH-500, ...); --gold holds labelled
 records whose `mixed` solutions (mathlm) or own `solution`s (other layouts) join the training data.
 Samplers are HF-layout folders with their own tokenizer, prompted in the same --prompt_format /
 --system; without --samplers the --checkpoint model samples itself. Sampling runs on rank 0 of a
@@ -27,7 +27,8 @@ from mathlm.data import write_jsonl
 from mathlm.distributed import broadcast_object, is_main_process
 from mathlm.rft import ModelSampler, rejection_sample
 from mathlm.sandbox import Session
-from mathlm.stages import RunConfig, configure_prompt, finish_run, lm_examples, prepare_run, read_records, train_lm
+from mathlm.lm_training import lm_examples, train_lm
+from mathlm.recipe_run import RunConfig, configure_prompt, finish_run, prepare_run, read_records
 
 
 @dataclass

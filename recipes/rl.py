@@ -13,7 +13,7 @@
     torchrun --standalone --nproc_per_node=8 recipes/rl.py --checkpoint path/to/rft-7b --data pool.jsonl \\
         --distributed fsdp --lr 1e-6 --rl.max_new_tokens 1024
 
---data is an answer pool in any layout `mathlm.stages.read_records` reads (mathlm, GSM8K, MATH,
+--data is an answer pool in any layout `mathlm.recipe_run.read_records` reads (mathlm, GSM8K, MATH,
 MATH-500, ...); chat checkpoints are prompted through their template (--prompt_format, --system).
 The reward is the grader's (1 for a correct final answer, 0 otherwise; --rl.format_penalty for no
 final answer), plus --rl.reward_model_weight times a reward model's score (--reward_model FOLDER).
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from mathlm.cli import parse_config
 from mathlm.rl import RLConfig
-from mathlm.stages import RLRunConfig, finish_rl_run, run_rl
+from mathlm.recipe_run import RLRunConfig, finish_rl_run, run_rl
 
 
 @dataclass

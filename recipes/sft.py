@@ -7,7 +7,7 @@
     torchrun --standalone --nproc_per_node=8 recipes/sft.py --checkpoint path/to/Llama-2-7b-hf \\
         --data data/labelled.jsonl --distributed fsdp --batch_size 64 --seq_len 2048 --lr 2e-5
 
---data is any layout `mathlm.stages.read_records` reads (mathlm JSONL, GSM8K, MATH, MATH-500, NuminaMath,
+--data is any layout `mathlm.recipe_run.read_records` reads (mathlm JSONL, GSM8K, MATH, MATH-500, NuminaMath,
 chat messages; .jsonl/.json/.parquet). --format auto trains on `mixed` for mathlm records and on the
 dataset's own `solution` otherwise. A checkpoint with a chat template is prompted through it
 (--prompt_format chat|plain, --system; the default system turn is Qwen2.5-Math's CoT instruction)
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from mathlm.cli import parse_config
 from mathlm.data import train_test_split
-from mathlm.stages import RESPONSE_FIELDS, RunConfig, finish_run, lm_examples, prepare_run, response_field, train_lm
+from mathlm.lm_training import lm_examples, train_lm
+from mathlm.recipe_run import RESPONSE_FIELDS, RunConfig, finish_run, prepare_run, response_field
 
 
 @dataclass

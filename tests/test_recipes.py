@@ -328,7 +328,7 @@ def test_seq_len_reaches_the_models_context(tmp_path):
     """--seq_len is the training row length: a preset's max_seq_len (tiny: 512) is raised to it when
     shorter and kept when longer; a saved folder with a shorter context is refused, naming both."""
     from mathlm import save_hf_checkpoint
-    from mathlm.stages import load_model
+    from mathlm.recipe_run import load_model
     assert load_model("tiny", seq_len=1024).config.max_seq_len == 1024
     assert load_model("tiny", seq_len=256).config.max_seq_len == 512
     save_hf_checkpoint(load_model("tiny"), tmp_path / "tiny")
