@@ -48,6 +48,7 @@ class RunConfig(TrainConfig):
     n_per_domain: int = 20               # generated records per domain when --data is empty
     batch_size: int = 16                 # rows per micro-batch, all ranks together
     seq_len: int = 384                   # tokens per (packed) row; longer examples are cut to it; the model's context is at least this
+    weight_decay: float = 0.0            # every recipe fine-tunes or trains small models without decay; --weight_decay to add it
     out_dir: str = dataclasses.field(default="runs/recipe", init=False)  # set from --out
 
     def __post_init__(self):
@@ -219,7 +220,6 @@ class RLRunConfig(RunConfig):
     max_steps: int = dataclasses.field(default=1, init=False)  # optimizer updates: rl.optimizer_steps(rl_steps), no flag
     reward_model: str = ""               # folder of a reward model (mathlm.reward) scored into the reward
     lr: float = 3e-5                     # RL wants an lr about 10x below SFT's (docs/calibration.md)
-    weight_decay: float = 0.0
     log_every: int = 1000                # the inner optimizer steps; RL steps log through RLTrainer
 
     def __post_init__(self):

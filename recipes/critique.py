@@ -59,7 +59,6 @@ class CritiqueConfig(RunConfig):
     lr: float = 1e-3
     warmup_steps: int = 10
     max_steps: int = 150
-    weight_decay: float = 0.0
 
 
 def graded_samples(cfg: CritiqueConfig, run) -> list[dict]:

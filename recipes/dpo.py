@@ -47,7 +47,6 @@ class DPOConfig(RunConfig):
     lr: float = 1e-4
     warmup_steps: int = 5
     max_steps: int = 60
-    weight_decay: float = 0.0
 
 
 def main(argv=None) -> dict:

@@ -26,7 +26,6 @@ class PretrainConfig(RunConfig):
     lr: float = 2e-3
     warmup_steps: int = 20
     max_steps: int = 100
-    weight_decay: float = 0.0
 
 
 def documents(records: list[dict], text_key: str) -> list[str]:

@@ -50,7 +50,6 @@ class RewardConfig(RunConfig):
     lr: float = 1e-3
     warmup_steps: int = 10
     max_steps: int = 100
-    weight_decay: float = 0.0
 
 
 def synthetic_pairs(records: list[dict], field: str, seed: int) -> list[dict]:

@@ -45,7 +45,6 @@ class RFTConfig(RunConfig):
     lr: float = 1e-3
     warmup_steps: int = 10
     max_steps: int = 100
-    weight_decay: float = 0.0
 
 
 def main(argv=None) -> dict:

@@ -33,7 +33,6 @@ class SFTConfig(RunConfig):
     lr: float = 2e-3
     warmup_steps: int = 20
     max_steps: int = 200
-    weight_decay: float = 0.0
     val_fraction: float = 0.0            # held-out share of the records for checkpoint selection
     eval_every: int = 0                  # evaluate on the held-out share every N steps (0: at the end)
 
