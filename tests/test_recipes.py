@@ -335,3 +335,19 @@ def test_seq_len_reaches_the_models_context(tmp_path):
     assert load_model(str(tmp_path / "tiny"), seq_len=512).config.max_seq_len == 512
     with pytest.raises(ValueError, match=r"seq_len \(1024\) exceeds the max_seq_len \(512\) of"):
         load_model(str(tmp_path / "tiny"), seq_len=1024)
+
+
+def test_dpo_on_a_chat_checkpoint(qwen_folder, tmp_path):
+    """DPO from a Qwen2-style chat checkpoint (byte-level BPE, no BOS token, chat template): the pairs are
+    prompted through the template, the policy starts as its own reference (margin 0) and moves, and
+    the final folder is a complete HF folder."""
+    pairs = [{"question": q["question"], "chosen": "We add. \\boxed{60}", "rejected": "We guess. \\boxed{7}"}
+             for q in gsm8k_rows(4)]
+    write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    summary = recipe("dpo").main(["--checkpoint", str(qwen_folder), "--pairs", str(tmp_path / "pairs.jsonl"),
+                                  "--max_steps", "3", "--batch_size", "4", "--lr", "1e-3", "--out", str(tmp_path / "dpo")])
+    assert summary["pairs"] == 4 and summary["steps"] == 3
+    assert summary["reward_margin_first"] == pytest.approx(0.0, abs=1e-4)
+    assert summary["reward_margin_last"] > summary["reward_margin_first"]
+    assert_complete_hf_folder(tmp_path / "dpo" / "final", qwen_folder)
+    assert json.loads((tmp_path / "dpo" / "final" / "prompt_format.json").read_text())["style"] == "chat"
