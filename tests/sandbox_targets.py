@@ -1,6 +1,16 @@
-"""Targets for the sandbox containment tests (imported by tests/test_sandbox_*.py)."""
+"""Targets and helpers for the sandbox containment tests (imported by tests/test_sandbox_*.py)."""
 import socket
+import string
 import threading
+
+import mathlm.sandbox as sandbox
+from mathlm.sandbox.pool import Job
+
+
+def run(code, disable=(), timeout=2.0, memory_mb=256, max_output=4096, **values):
+    """One program (a string.Template filled from `values`) with the named layers disabled."""
+    code = string.Template(code).substitute(values)
+    return sandbox._run_jobs([Job(code, timeout, memory_mb, max_output, disable=tuple(disable))])[0]
 
 
 class Listener:

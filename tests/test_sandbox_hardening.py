@@ -29,7 +29,7 @@ import pytest
 import mathlm.sandbox as sandbox
 from mathlm.sandbox import Session, run_sessions
 from mathlm.sandbox.pool import Job
-from sandbox_targets import Listener
+from sandbox_targets import Listener, run
 
 KG = "import fractions\nsys = fractions.sys\nkg = sys.modules['kernel_guards']\nos = sys.modules['os']\n"
 PYTHON_LAYERS = ("audit_hook",)
@@ -42,11 +42,6 @@ for fd in range(3, 20):
         pass
 """
 SLEEP = "sys.modules['select'].select([], [], [], $seconds)\n"
-
-
-def run(code, disable=(), timeout=2.0, memory_mb=256, max_output=4096, **values):
-    code = string.Template(code).substitute(values)
-    return sandbox._run_jobs([Job(code, timeout, memory_mb, max_output, disable=tuple(disable))])[0]
 
 
 @pytest.fixture(scope="module")

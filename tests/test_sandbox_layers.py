@@ -18,19 +18,14 @@ import time
 import pytest
 
 import mathlm.sandbox as sandbox
-from mathlm.sandbox.pool import Job, scratch_root
-from sandbox_targets import Listener
+from mathlm.sandbox.pool import scratch_root
+from sandbox_targets import Listener, run
 
 OS = "import random\nos = random._os\n"
 IMP = "import fractions\nimp = fractions.__builtins__['__import__']\n"
 KERNEL = ("landlock", "seccomp", "namespaces")
 ALL = ("audit_hook", "landlock", "seccomp", "rlimits", "namespaces")
 SECCOMP_ERROR = "PermissionError: the sandbox forbids a system call the program made (stopped by the kernel filter)"
-
-
-def run(code, disable=(), timeout=2.0, memory_mb=256, max_output=4096, **values):
-    code = string.Template(code).substitute(values)
-    return sandbox._run_jobs([Job(code, timeout, memory_mb, max_output, disable=tuple(disable))])[0]
 
 
 @pytest.fixture(scope="module")
